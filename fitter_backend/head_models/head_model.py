@@ -1,0 +1,271 @@
+"""The generic articulated morphable head that every stage of the backend works on.
+
+A head model is plain data (numpy arrays, float32 for storage) plus names. The forward
+model lives in :mod:`fitter_backend.head_models.lbs`; loaders for concrete sources (the
+open MakeHuman head, FLAME) produce a :class:`HeadModel` and nothing else.
+
+Conventions
+-----------
+- Units are metres; +Y up, +Z out of the face (towards a camera looking down -Z),
+  +X to the subject's left.
+- Joint 0 is the root. Its axis-angle rotation is the global head rotation about the
+  root joint; a separate per-frame translation moves the whole head.
+- ``pose_correctives`` are driven by ``(R_k - I)`` of the non-root joints, flattened
+  row-major, joints in order: P = 9 * (J - 1) (FLAME's ``posedirs`` layout).
+- Identity coefficients are scaled so that the prior is (a mixture of) Gaussians in
+  coefficient space; the default single component is N(0, I).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fitter_backend.errors import HeadModelError
+
+FORMAT_VERSION = 1
+
+#: Regions every head model provides as vertex masks (more are allowed).
+REQUIRED_REGIONS = ("face", "eyelids", "lips", "ears", "neck", "back_of_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class SurfacePoints:
+    """Points on the mesh surface: barycentric weights on triangles.
+
+    triangle: (S,) int32 triangle index into ``HeadModel.triangles``.
+    barycentric: (S, 3) float32 weights, rows sum to 1.
+    names: S names (may be generic, e.g. ``"dense_000"``).
+    """
+
+    triangle: np.ndarray
+    barycentric: np.ndarray
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def vertex_ids(self, triangles: np.ndarray) -> np.ndarray:
+        """(S, 3) vertex indices of each point's triangle."""
+        return triangles[self.triangle]
+
+    def subset(self, names: list[str] | tuple[str, ...]) -> "SurfacePoints":
+        """The points with the given names, in that order."""
+        index = {name: i for i, name in enumerate(self.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise HeadModelError(f"surface points not defined on this head model: {missing[:5]}")
+        rows = np.array([index[n] for n in names], dtype=np.int64)
+        return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadModel:
+    """An articulated morphable head. Shapes use V vertices, F triangles, J joints,
+    I identity components, E expression channels, P = 9 (J - 1) corrective inputs,
+    M prior mixture components.
+    """
+
+    name: str
+    template: np.ndarray            # (V, 3) neutral mean head, metres
+    identity_basis: np.ndarray      # (V, 3, I) per unit identity coefficient
+    expression_basis: np.ndarray    # (V, 3, E) per unit expression coefficient
+    expression_names: tuple[str, ...]
+    pose_correctives: np.ndarray    # (V, 3, P); P may be 0 (no correctives)
+    joint_regressor: np.ndarray     # (J, V) rows sum to 1
+    joint_parents: np.ndarray       # (J,) int32, -1 for the root
+    joint_names: tuple[str, ...]
+    skin_weights: np.ndarray        # (V, J) rows sum to 1
+    triangles: np.ndarray           # (F, 3) int32
+    eyeball_joints: np.ndarray      # (2,) int32 joints at the eyeball centres (left, right)
+    eyeball_radii_m: np.ndarray     # (2,) float32
+    regions: dict[str, np.ndarray]  # name -> (V,) bool
+    semantic_points: SurfacePoints  # named points, at least the 68 iBUG points "ibug_00".."ibug_67"
+    identity_prior_weights: np.ndarray  # (M,) mixture weights, sum to 1
+    identity_prior_means: np.ndarray    # (M, I)
+    identity_prior_stds: np.ndarray     # (M, I) diagonal standard deviations
+    attribution: str = ""
+
+    # -- sizes -----------------------------------------------------------------------
+    @property
+    def num_vertices(self) -> int:
+        return int(self.template.shape[0])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.joint_parents.shape[0])
+
+    @property
+    def num_identity(self) -> int:
+        return int(self.identity_basis.shape[2])
+
+    @property
+    def num_expression(self) -> int:
+        return int(self.expression_basis.shape[2])
+
+    def joint_index(self, name: str) -> int:
+        try:
+            return self.joint_names.index(name)
+        except ValueError:
+            raise HeadModelError(f"head model {self.name!r} has no joint {name!r}; joints: {list(self.joint_names)}") from None
+
+    def truncated(self, num_identity: int | None = None, num_expression: int | None = None) -> "HeadModel":
+        """The same head with only the first identity/expression components."""
+        ni = self.num_identity if num_identity is None else num_identity
+        ne = self.num_expression if num_expression is None else num_expression
+        if not (0 <= ni <= self.num_identity and 0 <= ne <= self.num_expression):
+            raise HeadModelError(
+                f"head model {self.name!r} has {self.num_identity} identity and {self.num_expression} "
+                f"expression components; asked for {ni} and {ne}")
+        return dataclasses.replace(
+            self,
+            identity_basis=self.identity_basis[:, :, :ni],
+            expression_basis=self.expression_basis[:, :, :ne],
+            expression_names=self.expression_names[:ne],
+            identity_prior_means=self.identity_prior_means[:, :ni],
+            identity_prior_stds=self.identity_prior_stds[:, :ni],
+        )
+
+    # -- validation ------------------------------------------------------------------
+    def validate(self, source: str | Path = "") -> "HeadModel":
+        """Check shapes, index ranges and finiteness; raise HeadModelError naming ``source``."""
+        where = f" in {source}" if source else ""
+
+        def fail(message: str) -> None:
+            raise HeadModelError(f"invalid head model {self.name!r}{where}: {message}")
+
+        def expect_shape(field: str, shape: tuple) -> None:
+            actual = getattr(self, field).shape
+            if len(actual) != len(shape) or any(e is not None and a != e for a, e in zip(actual, shape)):
+                fail(f"{field} has shape {actual}, expected {tuple('*' if e is None else e for e in shape)}")
+
+        v, j = self.template.shape[0] if self.template.ndim == 2 else -1, self.joint_parents.shape[0]
+        expect_shape("template", (None, 3))
+        expect_shape("identity_basis", (v, 3, None))
+        expect_shape("expression_basis", (v, 3, None))
+        expect_shape("pose_correctives", (v, 3, None))
+        expect_shape("joint_regressor", (j, v))
+        expect_shape("skin_weights", (v, j))
+        expect_shape("triangles", (None, 3))
+        expect_shape("eyeball_joints", (2,))
+        expect_shape("eyeball_radii_m", (2,))
+        m = self.identity_prior_weights.shape[0]
+        expect_shape("identity_prior_means", (m, self.num_identity))
+        expect_shape("identity_prior_stds", (m, self.num_identity))
+        p = self.pose_correctives.shape[2]
+        if p not in (0, 9 * (j - 1)):
+            fail(f"pose_correctives has {p} inputs, expected 0 or 9 * (J - 1) = {9 * (j - 1)}")
+        if len(self.expression_names) != self.num_expression:
+            fail(f"{len(self.expression_names)} expression names for {self.num_expression} channels")
+        if len(self.joint_names) != j:
+            fail(f"{len(self.joint_names)} joint names for {j} joints")
+        parents = self.joint_parents
+        if parents[0] != -1 or any(not (0 <= parents[k] < k) for k in range(1, j)):
+            fail(f"joint_parents {parents.tolist()} must start with -1 and list each parent before its child")
+        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= v):
+            fail("triangle indices out of range")
+        if np.any((self.eyeball_joints < 0) | (self.eyeball_joints >= j)):
+            fail("eyeball_joints out of range")
+        for name in REQUIRED_REGIONS:
+            if name not in self.regions:
+                fail(f"region mask {name!r} missing")
+        for name, mask in self.regions.items():
+            if mask.shape != (v,) or mask.dtype != np.bool_:
+                fail(f"region {name!r} must be a ({v},) bool mask")
+        sp = self.semantic_points
+        if sp.triangle.shape != (len(sp),) or sp.barycentric.shape != (len(sp), 3):
+            fail("semantic_points arrays do not match their names")
+        if len(sp) and (sp.triangle.min() < 0 or sp.triangle.max() >= len(self.triangles)):
+            fail("semantic point triangle index out of range")
+        missing = [f"ibug_{k:02d}" for k in range(68) if f"ibug_{k:02d}" not in sp.names]
+        if missing:
+            fail(f"semantic points miss the iBUG-68 points {missing[:4]}...")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                fail(f"{field.name} contains NaN or infinite values")
+        if not np.allclose(self.skin_weights.sum(1), 1.0, atol=1e-3):
+            fail("skin_weights rows must sum to 1")
+        if not np.allclose(self.joint_regressor.sum(1), 1.0, atol=1e-3):
+            fail("joint_regressor rows must sum to 1")
+        if np.any(self.identity_prior_stds <= 0) or not np.isclose(self.identity_prior_weights.sum(), 1.0, atol=1e-4):
+            fail("identity prior needs positive stds and weights summing to 1")
+        return self
+
+    # -- storage ---------------------------------------------------------------------
+    def save_npz(self, path: str | Path) -> Path:
+        """Write the model as an uncompressed-pickle-free ``.npz`` (atomic rename)."""
+        path = Path(path)
+        arrays = {
+            "template": self.template, "identity_basis": self.identity_basis,
+            "expression_basis": self.expression_basis, "pose_correctives": self.pose_correctives,
+            "joint_regressor": self.joint_regressor, "joint_parents": self.joint_parents,
+            "skin_weights": self.skin_weights, "triangles": self.triangles,
+            "eyeball_joints": self.eyeball_joints, "eyeball_radii_m": self.eyeball_radii_m,
+            "semantic_triangle": self.semantic_points.triangle,
+            "semantic_barycentric": self.semantic_points.barycentric,
+            "identity_prior_weights": self.identity_prior_weights,
+            "identity_prior_means": self.identity_prior_means,
+            "identity_prior_stds": self.identity_prior_stds,
+        }
+        for name, mask in self.regions.items():
+            arrays[f"region__{name}"] = mask
+        meta = {
+            "format": "facecap-head-model", "format_version": FORMAT_VERSION, "name": self.name,
+            "expression_names": list(self.expression_names), "joint_names": list(self.joint_names),
+            "semantic_names": list(self.semantic_points.names), "attribution": self.attribution,
+        }
+        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load_npz(cls, path: str | Path) -> "HeadModel":
+        """Read and validate a model written by :meth:`save_npz` (no pickles are loaded)."""
+        path = Path(path)
+        expected = "a facecap head-model .npz (written by 'python -m fitter_backend head-model')"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except FileNotFoundError:
+            raise HeadModelError(f"head model file not found: {path}") from None
+        except Exception as exc:  # zip errors, truncated files, object arrays
+            raise HeadModelError(f"cannot read {path}: expected {expected} ({exc})") from None
+        if "meta_json" not in arrays:
+            raise HeadModelError(f"{path} is not {expected}: it has no 'meta_json' entry")
+        try:
+            meta = json.loads(arrays.pop("meta_json").tobytes().decode())
+        except ValueError:
+            raise HeadModelError(f"{path} is not {expected}: its metadata is not JSON") from None
+        if meta.get("format") != "facecap-head-model" or meta.get("format_version") != FORMAT_VERSION:
+            raise HeadModelError(
+                f"{path} is not {expected} of format version {FORMAT_VERSION} (found {meta.get('format_version')})")
+        regions = {key.split("__", 1)[1]: arrays.pop(key).astype(bool)
+                   for key in list(arrays) if key.startswith("region__")}
+        try:
+            model = cls(
+                name=str(meta["name"]),
+                template=arrays["template"], identity_basis=arrays["identity_basis"],
+                expression_basis=arrays["expression_basis"],
+                expression_names=tuple(meta["expression_names"]),
+                pose_correctives=arrays["pose_correctives"], joint_regressor=arrays["joint_regressor"],
+                joint_parents=arrays["joint_parents"], joint_names=tuple(meta["joint_names"]),
+                skin_weights=arrays["skin_weights"], triangles=arrays["triangles"],
+                eyeball_joints=arrays["eyeball_joints"], eyeball_radii_m=arrays["eyeball_radii_m"],
+                regions=regions,
+                semantic_points=SurfacePoints(arrays["semantic_triangle"], arrays["semantic_barycentric"],
+                                              tuple(meta["semantic_names"])),
+                identity_prior_weights=arrays["identity_prior_weights"],
+                identity_prior_means=arrays["identity_prior_means"],
+                identity_prior_stds=arrays["identity_prior_stds"],
+                attribution=str(meta.get("attribution", "")),
+            )
+        except KeyError as exc:
+            raise HeadModelError(f"{path} is not {expected}: entry {exc} is missing") from None
+        return model.validate(path)

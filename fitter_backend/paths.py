@@ -1,0 +1,25 @@
+"""Where the backend keeps files it builds: the user data folder, never the repository."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """The user data folder: $FACECAP_DATA, else $XDG_DATA_HOME/facecap, else ~/.local/share/facecap."""
+    explicit = os.environ.get("FACECAP_DATA")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "facecap"
+
+
+def open_head_path() -> Path:
+    """The built open head model file."""
+    return data_dir() / "heads" / "open_head.npz"
+
+
+def downloads_dir() -> Path:
+    """Third-party packages fetched from registries by the set-up step."""
+    return data_dir() / "downloads"

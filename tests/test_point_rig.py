@@ -1,0 +1,51 @@
+"""The fitter's precombined point rig agrees with the reference forward model and its derivatives."""
+import numpy as np
+import pytest
+
+from fitter_backend.fitting import point_rig
+from fitter_backend.head_models import lbs
+from tests.toy_heads import toy_head
+
+
+@pytest.mark.parametrize("correctives", [True, False])
+def test_point_rig_matches_reference_forward_and_jacobians(correctives):
+    model = toy_head(seed=5, correctives=correctives)
+    rng = np.random.default_rng(6)
+    n = 4
+    identity = rng.normal(size=model.num_identity)
+    expression = rng.normal(size=(n, model.num_expression))
+    rotations = rng.normal(size=(n, model.num_joints, 3)) * 0.3
+    translation = rng.normal(size=(n, 3))
+    points = model.semantic_points
+    vertex_ids = np.array([0, 7, 19])
+    joint_ids = np.array([3, 4])
+    rig = point_rig.build_point_rig(model, points, vertex_ids, joint_ids)
+    state = point_rig.evaluate(rig, identity, expression, rotations, translation)
+    jac = point_rig.jacobians(rig, state, expression, rotations)
+
+    reference = lbs.surface_point_jacobians(model, points, identity, expression, rotations, translation)
+    posed = lbs.posed_vertices(model, identity, expression, rotations, translation)
+    rig_all = lbs.Rig.from_model(model)
+    pose = lbs.Pose.for_model(model, identity, expression, rotations, translation)
+    _, d_id_v, d_ex_v, d_rot_v = lbs.vertex_jacobians(rig_all, pose)
+
+    s = len(points)
+    assert np.allclose(state.points[:, :s], reference.points, atol=1e-12)
+    assert np.allclose(jac.identity[:, :s], reference.d_identity, atol=1e-12)
+    assert np.allclose(jac.expression[:, :s], reference.d_expression, atol=1e-12)
+    assert np.allclose(jac.rotation[:, :s], reference.d_rotation, atol=1e-12)
+    assert np.allclose(state.points[:, s:s + 3], posed[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac.identity[:, s:s + 3], d_id_v[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac.expression[:, s:s + 3], d_ex_v[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac.rotation[:, s:s + 3], d_rot_v[:, vertex_ids], atol=1e-12)
+    # Joint centres: the world origins of the eye joints (plus translation) and their derivatives.
+    state_ref = lbs.forward(rig_all, pose)
+    assert np.allclose(state.points[:, s + 3:], state_ref.origins_world[:, joint_ids] + translation[:, None], atol=1e-12)
+    eps = 1e-6
+    for k in range(model.num_joints):
+        for a in range(3):
+            step = np.zeros_like(rotations)
+            step[:, k, a] = eps
+            plus = point_rig.evaluate(rig, identity, expression, rotations + step, translation).points
+            minus = point_rig.evaluate(rig, identity, expression, rotations - step, translation).points
+            assert np.allclose(jac.rotation[:, s + 3:, :, k, a], ((plus - minus) / (2 * eps))[:, s + 3:], atol=1e-7)
