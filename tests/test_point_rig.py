@@ -22,6 +22,9 @@ def test_point_rig_matches_reference_forward_and_jacobians(correctives):
     rig = point_rig.build_point_rig(model, points, vertex_ids, joint_ids)
     state = point_rig.evaluate(rig, identity, expression, rotations, translation)
     jac = point_rig.jacobians(rig, state, expression, rotations)
+    # The rig's Jacobians are coordinate-major (N, 3, S, ...); compare point-major.
+    jac_identity, jac_expression = jac.identity.transpose(0, 2, 1, 3), jac.expression.transpose(0, 2, 1, 3)
+    jac_rotation = jac.rotation.transpose(0, 2, 1, 3, 4)
 
     reference = lbs.surface_point_jacobians(model, points, identity, expression, rotations, translation)
     posed = lbs.posed_vertices(model, identity, expression, rotations, translation)
@@ -31,13 +34,13 @@ def test_point_rig_matches_reference_forward_and_jacobians(correctives):
 
     s = len(points)
     assert np.allclose(state.points[:, :s], reference.points, atol=1e-12)
-    assert np.allclose(jac.identity[:, :s], reference.d_identity, atol=1e-12)
-    assert np.allclose(jac.expression[:, :s], reference.d_expression, atol=1e-12)
-    assert np.allclose(jac.rotation[:, :s], reference.d_rotation, atol=1e-12)
+    assert np.allclose(jac_identity[:, :s], reference.d_identity, atol=1e-12)
+    assert np.allclose(jac_expression[:, :s], reference.d_expression, atol=1e-12)
+    assert np.allclose(jac_rotation[:, :s], reference.d_rotation, atol=1e-12)
     assert np.allclose(state.points[:, s:s + 3], posed[:, vertex_ids], atol=1e-12)
-    assert np.allclose(jac.identity[:, s:s + 3], d_id_v[:, vertex_ids], atol=1e-12)
-    assert np.allclose(jac.expression[:, s:s + 3], d_ex_v[:, vertex_ids], atol=1e-12)
-    assert np.allclose(jac.rotation[:, s:s + 3], d_rot_v[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac_identity[:, s:s + 3], d_id_v[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac_expression[:, s:s + 3], d_ex_v[:, vertex_ids], atol=1e-12)
+    assert np.allclose(jac_rotation[:, s:s + 3], d_rot_v[:, vertex_ids], atol=1e-12)
     # Joint centres: the world origins of the eye joints (plus translation) and their derivatives.
     state_ref = lbs.forward(rig_all, pose)
     assert np.allclose(state.points[:, s + 3:], state_ref.origins_world[:, joint_ids] + translation[:, None], atol=1e-12)
@@ -48,4 +51,4 @@ def test_point_rig_matches_reference_forward_and_jacobians(correctives):
             step[:, k, a] = eps
             plus = point_rig.evaluate(rig, identity, expression, rotations + step, translation).points
             minus = point_rig.evaluate(rig, identity, expression, rotations - step, translation).points
-            assert np.allclose(jac.rotation[:, s + 3:, :, k, a], ((plus - minus) / (2 * eps))[:, s + 3:], atol=1e-7)
+            assert np.allclose(jac_rotation[:, s + 3:, :, k, a], ((plus - minus) / (2 * eps))[:, s + 3:], atol=1e-7)

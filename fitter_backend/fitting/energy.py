@@ -1,0 +1,310 @@
+"""The energy of a shot and its residual terms (paper eq. 3 and supplement):
+
+    E = E_landmarks + E_identity + E_expression + E_joints + E_temporal + E_intersect
+
+Each term writes residual rows and their analytic Jacobians into :class:`NormalEquations`;
+the solver never sees the terms. Frames are processed in chunks so memory stays bounded.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fitter_backend.fitting import point_rig
+from fitter_backend.fitting.cameras import project
+from fitter_backend.fitting.intersection import IntersectionGeometry, intersection_geometry
+from fitter_backend.fitting.normal_equations import NormalEquations
+from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
+from fitter_backend.fitting.sampling import farthest_points
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+from fitter_backend.head_models.lbs import skew
+
+TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """energy (float), energy per term, per-frame RMS of normalised landmark residuals (N,)
+    (NaN where a frame has no landmarks), and the normal equations when asked for."""
+
+    energy: float
+    terms: dict[str, float]
+    frame_rms: np.ndarray
+    equations: NormalEquations | None
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """World points of a chunk of frames and their derivatives with respect to y and identity."""
+
+    frames: np.ndarray
+    points: np.ndarray            # (n, P, 3)
+    d_frame: np.ndarray | None    # (n, 3, P, p)  coordinate-major, like the point rig
+    d_identity: np.ndarray | None  # (n, 3, P, I)
+    state: point_rig.PointState
+    jac: point_rig.PointJacobians | None
+
+
+def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
+    """Per point (2 x 3) @ (3 x K): d_world (n, S, 2, 3), d_points (n, 3, S, K) -> (n, 2, S, K),
+    as broadcast multiply-adds over contiguous rows (faster than many tiny matmuls)."""
+    d = d_world.transpose(0, 2, 3, 1)[..., None]  # (n, 2, 3, S, 1)
+    out = d[:, :, 0] * d_points[:, None, 0]
+    out += d[:, :, 1] * d_points[:, None, 1]
+    out += d[:, :, 2] * d_points[:, None, 2]
+    return out
+
+
+class _Tally:
+    """Energy per term, and (when ``keep``) every residual row for solvers that want the vector."""
+
+    def __init__(self, keep: bool = False):
+        self.terms = dict.fromkeys(TERMS, 0.0)
+        self.rows: list[np.ndarray] | None = [] if keep else None
+
+    def add(self, term: str, residual: np.ndarray) -> None:
+        self.terms[term] += 0.5 * float(np.sum(residual * residual))
+        if self.rows is not None:
+            self.rows.append(residual.ravel())
+
+
+class ShotEnergy:
+    """The energy of one shot: a head model, a landmark set embedded on it, observations."""
+
+    def __init__(self, model: HeadModel, landmarks: SurfacePoints, observations: Observations,
+                 settings: FitSettings):
+        self.model = model
+        self.settings = settings
+        self.geometry: IntersectionGeometry | None = (
+            intersection_geometry(model) if settings.intersect_weight_per_m > 0 else None)
+        geometry = self.geometry
+        vertex_ids = (np.concatenate([geometry.eyelid_vertices, geometry.lip_vertices])
+                      if geometry else np.zeros(0, int))
+        joint_ids = geometry.joint_points if geometry else np.zeros(0, int)
+        self.rig = point_rig.build_point_rig(model, landmarks, vertex_ids, joint_ids)
+        s = len(landmarks)
+        self.landmark_points = slice(0, s)
+        if geometry:
+            ne, nl = len(geometry.eyelid_vertices), len(geometry.lip_vertices)
+            self.eyelid_points = slice(s, s + ne)
+            self.lip_points = slice(s + ne, s + ne + nl)
+            self.joint_points = s + ne + nl + np.arange(len(joint_ids))
+        rest = model.template[model.triangles[landmarks.triangle]]
+        rest_points = np.einsum("skc,sk->sc", rest, landmarks.barycentric)
+        self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
+        present = observations.present
+        self.present = present
+        self.mu = np.where(present[..., None], observations.mu_px, 0.0)
+        self.inv_sigma = np.where(present, 1.0 / np.where(present, observations.sigma_px, 1.0), 0.0)
+        self.num_frames = observations.num_frames
+
+    # -- the whole energy -----------------------------------------------------------------
+    def residual_vector(self, params: Parameters, layout: Layout) -> np.ndarray:
+        """All residual rows (energy = 0.5 |r|^2), for generic least-squares solvers."""
+        tally = _Tally(keep=True)
+        self.evaluate(params, layout, False, tally=tally)
+        return np.concatenate(tally.rows)
+
+    def evaluate(self, params: Parameters, layout: Layout, derivatives: bool,
+                 with_identity: bool = True, with_expression: bool = True, tally: _Tally | None = None
+                 ) -> Evaluation:
+        n_frames = self.num_frames
+        equations = NormalEquations(n_frames, layout.frame_size, layout.shared_size) if derivatives else None
+        terms = _Tally() if tally is None else tally
+        sum_sq = np.zeros(n_frames)
+        count = self.present.sum(axis=(1, 2)) * 2
+        previous = None
+        chunk_size = max(1, self.settings.chunk_frames)
+        for start in range(0, n_frames, chunk_size):
+            frames = np.arange(start, min(start + chunk_size, n_frames))
+            chunk = self._chunk(params, layout, frames, derivatives, with_identity, with_expression)
+            projected = self._landmarks(chunk, params, layout, equations, terms, sum_sq)
+            if self.settings.temporal_weight > 0:
+                previous = self._temporal(projected, previous, equations, terms)
+            if self.geometry is not None:
+                self._intersections(chunk, layout, equations, terms)
+        self._priors(params, layout, equations, terms)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame_rms = np.where(count > 0, np.sqrt(sum_sq / np.maximum(count, 1)), np.nan)
+        return Evaluation(float(sum(terms.terms.values())), terms.terms, frame_rms, equations)
+
+    def _chunk(self, params: Parameters, layout: Layout, frames: np.ndarray, derivatives: bool,
+               with_identity: bool, with_expression: bool) -> _Chunk:
+        state = point_rig.evaluate(self.rig, params.identity, params.expression[frames],
+                                   params.rotations[frames], params.translation_m[frames])
+        if not derivatives:
+            return _Chunk(frames, state.points, None, None, state, None)
+        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
+                                  with_identity=with_identity, with_expression=with_expression)
+        n, num_points = state.points.shape[:2]
+        d_frame = np.zeros((n, 3, num_points, layout.frame_size))
+        if with_expression:
+            d_frame[..., layout.expression_slice] = jac.expression
+        d_frame[..., layout.rotation_slice] = jac.rotation.reshape(n, 3, num_points, -1)
+        for c in range(3):
+            d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
+        d_identity = jac.identity if with_identity else None
+        return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
+
+    # -- E_landmarks ------------------------------------------------------------------------
+    def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,
+                   equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray) -> list:
+        """Adds the landmark rows; returns per camera (pixels, d_frame, d_shared) for E_temporal."""
+        frames = chunk.frames
+        lm = self.landmark_points
+        points = chunk.points[:, lm]
+        projected = []
+        for c in range(params.cameras.count):
+            proj = project(points, params.cameras, c, derivatives=equations is not None)
+            # Rows are ordered (coordinate, landmark), matching the Jacobians' layout.
+            weight = self.inv_sigma[frames, c][:, None, :]                  # (n, 1, S)
+            pixels = proj.pixels.transpose(0, 2, 1)                         # (n, 2, S)
+            residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight
+            sum_sq[frames] += np.sum(residual ** 2, axis=(1, 2))
+            terms.add("landmarks", residual)
+            if equations is None:
+                projected.append((pixels, None, None))
+                continue
+            d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
+            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size,))
+            if chunk.d_identity is not None:
+                d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
+            focal_col = layout.focal_column(c)
+            if focal_col is not None:
+                d_shared[..., focal_col] = proj.d_log_focal.transpose(0, 2, 1)
+            extrinsic_cols = layout.extrinsic_columns(c)
+            if extrinsic_cols is not None:
+                d_shared[..., extrinsic_cols] = proj.d_extrinsics.transpose(0, 2, 1, 3)
+            n = len(frames)
+            w = weight[..., None]
+            equations.add_frame_rows(frames, residual.reshape(n, -1), (d_frame * w).reshape(n, -1, layout.frame_size),
+                                     (d_shared * w).reshape(n, -1, layout.shared_size))
+            projected.append((pixels, d_frame, d_shared))
+        watched = self.temporal_subset
+        return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
+
+    # -- E_temporal -------------------------------------------------------------------------
+    def _temporal(self, projected: list, previous, equations: NormalEquations | None, terms: _Tally):
+        """Rows w (x_i - x_{i-1}) on projected landmarks; ``previous`` carries the last frame
+        of the previous chunk. Returns the carry for the next chunk."""
+        weight = self.settings.temporal_weight
+        carry = []
+        for c, (frames, (pixels, d_frame, d_shared)) in enumerate(projected):
+            if previous is not None:
+                prev_frame, prev_pixels, prev_d_frame, prev_d_shared = previous[c]
+                frames_all = np.concatenate([[prev_frame], frames])
+                pixels_all = np.concatenate([prev_pixels, pixels])
+                d_frame_all = None if d_frame is None else np.concatenate([prev_d_frame, d_frame])
+                d_shared_all = None if d_shared is None else np.concatenate([prev_d_shared, d_shared])
+            else:
+                frames_all, pixels_all, d_frame_all, d_shared_all = frames, pixels, d_frame, d_shared
+            carry.append((frames_all[-1], pixels_all[-1:],
+                          None if d_frame_all is None else d_frame_all[-1:],
+                          None if d_shared_all is None else d_shared_all[-1:]))
+            if len(frames_all) < 2:
+                continue
+            residual = weight * (pixels_all[1:] - pixels_all[:-1])
+            n = len(residual)
+            terms.add("temporal", residual)
+            if equations is None:
+                continue
+            p, q = d_frame_all.shape[-1], d_shared_all.shape[-1]
+            equations.add_pair_rows(frames_all[1:], residual.reshape(n, -1),
+                                    weight * d_frame_all[1:].reshape(n, -1, p),
+                                    -weight * d_frame_all[:-1].reshape(n, -1, p),
+                                    weight * (d_shared_all[1:] - d_shared_all[:-1]).reshape(n, -1, q))
+        return carry
+
+    # -- E_intersect ------------------------------------------------------------------------
+    def _intersections(self, chunk: _Chunk, layout: Layout, equations: NormalEquations | None,
+                       terms: _Tally) -> None:
+        geometry = self.geometry
+        weight = self.settings.intersect_weight_per_m
+        n = len(chunk.frames)
+        rows, d_frame_rows, d_identity_rows = [], [], []
+
+        # Eyelids outside the eyeball spheres: r = w max(0, radius - |x - c|).
+        eyelid = chunk.points[:, self.eyelid_points]
+        eye_point = self.joint_points[geometry.eyelid_eye]
+        offset = eyelid - chunk.points[:, eye_point]
+        distance = np.linalg.norm(offset, axis=2)
+        depth = geometry.eye_radii_m[geometry.eyelid_eye] - distance
+        active = depth > 0
+        rows.append(weight * np.where(active, depth, 0.0))
+        if equations is not None:
+            normal = offset / np.maximum(distance, 1e-12)[..., None]
+            scale = np.where(active, -weight, 0.0)[..., None]
+            d_rel = chunk.d_frame[:, :, self.eyelid_points] - chunk.d_frame[:, :, eye_point]
+            d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", normal, d_rel))
+            if chunk.d_identity is not None:
+                d_rel_id = chunk.d_identity[:, :, self.eyelid_points] - chunk.d_identity[:, :, eye_point]
+                d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", normal, d_rel_id))
+
+        # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)).
+        lips = self.lip_points
+        for h, hull in enumerate(geometry.hulls):
+            joint_point = self.joint_points[2 + h]
+            rotation = chunk.state.rotations_world[:, hull.joint]                     # (n, 3, 3)
+            relative = chunk.points[:, lips] - chunk.points[:, [joint_point]]          # (n, V, 3)
+            local = np.einsum("ndc,nvd->nvc", rotation, relative)                    # R^T (x - o)
+            signed = local @ hull.normals.T + hull.offsets                           # (n, V, H)
+            nearest = np.argmax(signed, axis=2)
+            depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
+            active = depth > 0
+            rows.append(weight * np.where(active, depth, 0.0))
+            if equations is None:
+                continue
+            # d x_local = R^T (dx - do + [x - o]x A_m) for rotations of the hull joint and its ancestors.
+            plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest])  # R n
+            scale = np.where(active, -weight, 0.0)[..., None]
+            d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [joint_point]]      # (n, 3, V, p)
+            ancestors = np.flatnonzero(self.rig.subtree[:, hull.joint])
+            rotation_cols = d_rel[..., layout.rotation_slice].reshape(n, 3, -1, layout.num_joints, 3)
+            world_axes = chunk.jac.world_axes                                        # (n, J, 3, 3)
+            for m in ancestors:
+                rotation_cols[..., m, :] += (skew(relative) @ world_axes[:, None, m]).transpose(0, 2, 1, 3)
+            d_rel[..., layout.rotation_slice] = rotation_cols.reshape(n, 3, -1, 3 * layout.num_joints)
+            d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", plane_world, d_rel))
+            if chunk.d_identity is not None:
+                d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [joint_point]]
+                d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", plane_world, d_rel_id))
+
+        residual = np.concatenate(rows, axis=1)
+        terms.add("intersect", residual)
+        if equations is None:
+            return
+        d_frame = np.concatenate(d_frame_rows, axis=1)
+        d_shared = None
+        if d_identity_rows:
+            d_shared = np.zeros(d_frame.shape[:2] + (layout.shared_size,))
+            d_shared[..., : layout.num_identity] = np.concatenate(d_identity_rows, axis=1)
+        equations.add_frame_rows(chunk.frames, residual, d_frame, d_shared)
+
+    # -- priors -------------------------------------------------------------------------------
+    def _priors(self, params: Parameters, layout: Layout, equations: NormalEquations | None,
+                terms: _Tally) -> None:
+        s = self.settings
+        # E_identity: -log of the prior mixture, as the squared Mahalanobis distance of the most
+        # responsible component (exact for a single Gaussian, up to a constant).
+        model = self.model
+        means = np.asarray(model.identity_prior_means, np.float64)
+        stds = np.asarray(model.identity_prior_stds, np.float64)
+        log_weights = np.log(np.asarray(model.identity_prior_weights, np.float64))
+        z = (params.identity[None] - means) / stds
+        component = int(np.argmax(log_weights - 0.5 * np.sum(z * z, axis=1) - np.sum(np.log(stds), axis=1)))
+        residual = np.sqrt(s.identity_weight) * z[component]
+        terms.add("identity", residual)
+        expression_residual = np.sqrt(s.expression_weight) * params.expression
+        terms.add("expression", expression_residual)
+        joints_residual = np.sqrt(s.joint_weight) * params.rotations[:, 1:].reshape(params.num_frames, -1)
+        terms.add("joints", joints_residual)
+        if equations is None:
+            return
+        if layout.num_identity:
+            jac = np.zeros((layout.num_identity, layout.shared_size))
+            jac[:, : layout.num_identity] = np.diag(np.sqrt(s.identity_weight) / stds[component])
+            equations.add_shared_rows(residual, jac)
+        equations.add_frame_diagonal(layout.expression_slice, expression_residual, np.sqrt(s.expression_weight))
+        rot = layout.rotation_slice
+        equations.add_frame_diagonal(slice(rot.start + 3, rot.stop), joints_residual, np.sqrt(s.joint_weight))

@@ -1,0 +1,147 @@
+"""Gauss-Newton normal equations of a shot, kept in their block structure, and their solve.
+
+Unknowns are per-frame blocks y_i (p each) and shared unknowns z (q: identity, cameras).
+Rows of the energy touch one frame (landmarks, priors, intersections), two neighbouring
+frames (temporal) or only z (identity prior), so J^T J is
+
+    [ A  B ]    A block-tridiagonal (N blocks of p x p, neighbours coupled),
+    [ B' D ]    B (N p x q), D (q x q).
+
+It is solved by the Schur complement on z: a block-tridiagonal Cholesky of A handles all
+frames in O(N p^3), never a dense solve over all frames.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from fitter_backend.errors import FitError
+
+
+class NormalEquations:
+    """Accumulates J^T J and J^T r of residual rows, with 0.5 |r|^2 as the energy."""
+
+    def __init__(self, num_frames: int, frame_size: int, shared_size: int):
+        self.frame_frame = np.zeros((num_frames, frame_size, frame_size))
+        self.frame_next = np.zeros((max(num_frames - 1, 0), frame_size, frame_size))  # block (i+1, i)
+        self.frame_shared = np.zeros((num_frames, frame_size, shared_size))
+        self.shared_shared = np.zeros((shared_size, shared_size))
+        self.frame_gradient = np.zeros((num_frames, frame_size))
+        self.shared_gradient = np.zeros(shared_size)
+        self.has_temporal = False
+
+    def add_frame_rows(self, frames: np.ndarray, residual: np.ndarray, d_frame: np.ndarray,
+                       d_shared: np.ndarray | None) -> None:
+        """Rows of single frames: residual (n, R), d_frame (n, R, p), d_shared (n, R, q) or None.
+
+        J^T J is formed in float32 (twice the speed; Gauss-Newton only needs it approximately),
+        the gradient J^T r in float64 (it decides where the solve converges).
+        """
+        d_frame32 = d_frame.astype(np.float32)
+        d_frame_t = d_frame32.transpose(0, 2, 1)
+        self.frame_frame[frames] += d_frame_t @ d_frame32
+        self.frame_gradient[frames] += (d_frame.transpose(0, 2, 1) @ residual[..., None])[..., 0]
+        if d_shared is not None:
+            d_shared32 = d_shared.astype(np.float32)
+            self.frame_shared[frames] += d_frame_t @ d_shared32
+            flat = d_shared32.reshape(-1, d_shared.shape[-1])
+            self.shared_shared += flat.T @ flat
+            self.shared_gradient += d_shared.reshape(-1, d_shared.shape[-1]).T @ residual.reshape(-1)
+
+    def add_pair_rows(self, frames: np.ndarray, residual: np.ndarray, d_this: np.ndarray,
+                      d_previous: np.ndarray, d_shared: np.ndarray | None) -> None:
+        """Rows coupling frame i (in ``frames``, all >= 1) with frame i - 1."""
+        self.has_temporal = True
+        self.add_frame_rows(frames, residual, d_this, d_shared)
+        self.add_frame_rows(frames - 1, residual, d_previous, None)
+        d_previous_t = d_previous.astype(np.float32).transpose(0, 2, 1)
+        self.frame_next[frames - 1] += d_this.astype(np.float32).transpose(0, 2, 1) @ d_previous.astype(np.float32)
+        if d_shared is not None:
+            self.frame_shared[frames - 1] += d_previous_t @ d_shared.astype(np.float32)
+
+    def add_shared_rows(self, residual: np.ndarray, d_shared: np.ndarray) -> None:
+        self.shared_shared += d_shared.T @ d_shared
+        self.shared_gradient += d_shared.T @ residual
+
+    def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float) -> None:
+        """Prior rows r = weight * y[columns] (residual already scaled), one per column."""
+        n, width = residual.shape
+        index = np.arange(columns.start, columns.start + width)
+        self.frame_frame[:, index, index] += weight * weight
+        self.frame_gradient[:, index] += weight * residual
+
+
+def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns: np.ndarray,
+          damping: float) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt step on the active columns: (H + damping diag(H)) delta = -g.
+
+    Returns (delta_frames (N, p), delta_shared (q,)) with zeros in inactive columns.
+    """
+    fc, sc = frame_columns, shared_columns
+    a = equations.frame_frame[:, fc[:, None], fc[None, :]]
+    g_y = equations.frame_gradient[:, fc]
+    b = equations.frame_shared[:, fc[:, None], sc[None, :]]
+    d = equations.shared_shared[sc[:, None], sc[None, :]]
+    g_z = equations.shared_gradient[sc]
+    a = _damped(a, damping)
+    d = _damped(d[None], damping)[0]
+    rhs = np.concatenate([b, g_y[:, :, None]], axis=2)  # solve A [X_B | x_g] = [B | g_y]
+    if equations.has_temporal and len(a) > 1:
+        off = equations.frame_next[:, fc[:, None], fc[None, :]]
+        solved = _block_tridiagonal_solve(a, off, rhs)
+    else:
+        try:  # independent frames: one batched solve in C
+            solved = np.linalg.solve(a, rhs)
+        except np.linalg.LinAlgError:
+            raise FitError("the normal equations are singular (degenerate problem)") from None
+    x_b, x_g = solved[:, :, :-1], solved[:, :, -1]
+    delta_frames = np.zeros(equations.frame_gradient.shape)
+    delta_shared = np.zeros(equations.shared_gradient.shape)
+    if len(sc):
+        schur = d - np.einsum("npq,npr->qr", b, x_b)
+        schur_rhs = g_z - np.einsum("npq,np->q", b, x_g)
+        delta_z = -scipy.linalg.solve(schur, schur_rhs, assume_a="pos")
+        delta_shared[sc] = delta_z
+        delta_frames[:, fc] = -(x_g - np.einsum("npq,q->np", x_b, -delta_z))
+    else:
+        delta_frames[:, fc] = -x_g
+    if not (np.all(np.isfinite(delta_frames)) and np.all(np.isfinite(delta_shared))):
+        raise FitError("the linear solve produced non-finite values (degenerate problem)")
+    return delta_frames, delta_shared
+
+
+def _damped(blocks: np.ndarray, damping: float) -> np.ndarray:
+    """Marquardt damping, with a floor so unconstrained columns stay solvable."""
+    out = blocks.copy()
+    diagonal = np.einsum("npp->np", blocks)
+    index = np.arange(blocks.shape[1])
+    floor = 1e-9 * max(float(np.max(diagonal, initial=0.0)), 1.0)
+    out[:, index, index] += damping * np.maximum(diagonal, floor) + floor
+    return out
+
+
+def _block_tridiagonal_solve(diagonal: np.ndarray, below: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve a symmetric positive definite block-tridiagonal system (block Thomas algorithm).
+
+    diagonal (N, p, p); below (N-1, p, p) with below[i] the block (i+1, i); rhs (N, p, k).
+    The pivots D_i = A_ii - A_{i,i-1} D_{i-1}^-1 A_{i,i-1}^T are Schur complements of an SPD
+    matrix, hence SPD themselves; each step is a few small dense products.
+    """
+    n = len(diagonal)
+    pivot_inverse = np.empty_like(diagonal)
+    forward = np.empty_like(rhs)
+    pivot, forward[0] = diagonal[0], rhs[0]
+    for i in range(n):
+        if i:
+            gain = below[i - 1] @ pivot_inverse[i - 1]
+            pivot = diagonal[i] - gain @ below[i - 1].T
+            forward[i] = rhs[i] - gain @ forward[i - 1]
+        try:
+            pivot_inverse[i] = np.linalg.inv(pivot)
+        except np.linalg.LinAlgError:
+            raise FitError("the normal equations are singular (degenerate problem)") from None
+    out = np.empty_like(rhs)
+    out[-1] = pivot_inverse[-1] @ forward[-1]
+    for i in range(n - 2, -1, -1):
+        out[i] = pivot_inverse[i] @ (forward[i] - below[i].T @ out[i + 1])
+    return out

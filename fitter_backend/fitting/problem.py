@@ -1,0 +1,190 @@
+"""What the fitter is given (landmark observations, cameras, settings) and what it solves for.
+
+Observations follow the landmark stage's contract: per frame, camera and landmark a mean
+``mu_px`` (x right, y down, pixels) and an uncertainty ``sigma_px``. A landmark whose mu is
+not finite is missing (e.g. the frame had no face); present landmarks need a finite sigma > 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fitter_backend.errors import FitError
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """Weights of the energy terms and solver controls.
+
+    identity_weight scales -log p(identity); expression_weight the |psi|^2 prior;
+    joint_weight (per radian) the non-root joint rotations; temporal_weight (per pixel) the
+    change of projected landmarks between neighbouring frames (on ``temporal_points`` of
+    them, enough to see every part of the head move); intersect_weight_per_m the
+    depth of eyelids inside eyeballs and lips inside the teeth hull.
+    """
+
+    identity_weight: float = 1.0
+    expression_weight: float = 1.0
+    joint_weight: float = 2.0
+    temporal_weight: float = 0.05
+    temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
+    intersect_weight_per_m: float = 3000.0
+    stage_iterations: tuple[int, int, int] = (6, 8, 25)  # rigid, + expression/joints, + identity
+    relative_tolerance: float = 1e-6
+    chunk_frames: int = 24
+    high_residual_rms: float = 3.0  # frames whose normalised RMS exceeds this are flagged
+
+    def __post_init__(self) -> None:
+        for field in ("identity_weight", "expression_weight", "joint_weight", "temporal_weight",
+                      "intersect_weight_per_m"):
+            value = getattr(self, field)
+            if not (np.isfinite(value) and value >= 0):
+                raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")
+        if any(int(n) < 0 for n in self.stage_iterations) or len(self.stage_iterations) != 3:
+            raise FitError(f"stage_iterations must be three counts >= 0, got {self.stage_iterations!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Observations:
+    """mu_px (N, C, S, 2) and sigma_px (N, C, S) for N frames, C cameras, S landmarks."""
+
+    mu_px: np.ndarray
+    sigma_px: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return self.mu_px.shape[0]
+
+    @property
+    def present(self) -> np.ndarray:
+        """(N, C, S) bool: landmarks that were observed."""
+        return np.all(np.isfinite(self.mu_px), axis=-1)
+
+    @classmethod
+    def monocular(cls, mu_px: np.ndarray, sigma_px: np.ndarray) -> "Observations":
+        """From (N, S, 2) means and (N, S) sigmas of one camera."""
+        mu = np.asarray(mu_px, dtype=np.float64)
+        sigma = np.asarray(sigma_px, dtype=np.float64)
+        if mu.ndim != 3 or sigma.ndim != 2:
+            raise FitError(f"monocular landmarks need mu (frames, landmarks, 2) and sigma (frames, landmarks); "
+                           f"got {mu.shape} and {sigma.shape}")
+        return cls(mu[:, None], sigma[:, None])
+
+
+def validate_observations(obs: Observations, landmarks: SurfacePoints, model: HeadModel,
+                          cameras: Cameras) -> None:
+    """Raise FitError with a precise message for inputs the fitter cannot use."""
+    mu, sigma = obs.mu_px, obs.sigma_px
+    if mu.ndim != 4 or mu.shape[-1] != 2:
+        raise FitError(f"mu_px must have shape (frames, cameras, landmarks, 2), got {mu.shape}")
+    if sigma.shape != mu.shape[:3]:
+        raise FitError(f"sigma_px must have shape {mu.shape[:3]} to match mu_px, got {sigma.shape}")
+    if mu.shape[0] == 0:
+        raise FitError("no frames to fit: the landmark arrays have zero frames")
+    if mu.shape[1] != cameras.count:
+        raise FitError(f"landmarks are given for {mu.shape[1]} cameras but {cameras.count} cameras are defined")
+    if mu.shape[2] != len(landmarks):
+        raise FitError(f"landmarks have {mu.shape[2]} points but the landmark set embedded on the head has "
+                       f"{len(landmarks)}")
+    if len(landmarks) and (landmarks.triangle.min() < 0 or landmarks.triangle.max() >= len(model.triangles)):
+        raise FitError(f"the landmark set does not match head model {model.name!r}: its triangle indices go up "
+                       f"to {int(landmarks.triangle.max())} but the model has {len(model.triangles)} triangles")
+    present = obs.present
+    bad_sigma = present & ~(np.isfinite(sigma) & (sigma > 0))
+    if bad_sigma.any():
+        frame, camera, point = (int(i[0]) for i in np.nonzero(bad_sigma))
+        raise FitError(f"sigma_px must be a finite number > 0 for every observed landmark; frame {frame}, "
+                       f"camera {camera}, landmark {point} has {sigma[frame, camera, point]!r} "
+                       f"({int(bad_sigma.sum())} such values)")
+    for c in range(cameras.count):
+        if not cameras.extrinsics_known[c] and not present[:, c].any():
+            raise FitError(f"camera {c} ({cameras.names[c]}) has no landmarks in any frame, so its position "
+                           "cannot be estimated; give its extrinsics in the calibration")
+    if not present.any():
+        raise FitError("no landmarks were observed in any frame (no face found?)")
+
+
+@dataclasses.dataclass
+class Parameters:
+    """Unknowns of a shot: identity (I,), expression (N, E), rotations (N, J, 3) axis-angle
+    (joint 0 = head in world space), translation_m (N, 3), and the cameras."""
+
+    identity: np.ndarray
+    expression: np.ndarray
+    rotations: np.ndarray
+    translation_m: np.ndarray
+    cameras: Cameras
+
+    @property
+    def num_frames(self) -> int:
+        return self.expression.shape[0]
+
+    def copy(self) -> "Parameters":
+        return Parameters(self.identity.copy(), self.expression.copy(), self.rotations.copy(),
+                          self.translation_m.copy(), self.cameras.copy())
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where each unknown sits in the per-frame vector y (p) and the shared vector z (q)."""
+
+    num_expression: int
+    num_joints: int
+    num_identity: int
+    focal_cameras: np.ndarray       # cameras whose focal is optimised
+    extrinsic_cameras: np.ndarray   # cameras whose pose is optimised
+
+    @property
+    def frame_size(self) -> int:
+        return self.num_expression + 3 * self.num_joints + 3
+
+    @property
+    def expression_slice(self) -> slice:
+        return slice(0, self.num_expression)
+
+    @property
+    def rotation_slice(self) -> slice:
+        return slice(self.num_expression, self.num_expression + 3 * self.num_joints)
+
+    @property
+    def translation_slice(self) -> slice:
+        return slice(self.frame_size - 3, self.frame_size)
+
+    @property
+    def shared_size(self) -> int:
+        return self.num_identity + len(self.focal_cameras) + 6 * len(self.extrinsic_cameras)
+
+    def focal_column(self, camera: int) -> int | None:
+        hits = np.flatnonzero(self.focal_cameras == camera)
+        return int(self.num_identity + hits[0]) if len(hits) else None
+
+    def extrinsic_columns(self, camera: int) -> slice | None:
+        hits = np.flatnonzero(self.extrinsic_cameras == camera)
+        if not len(hits):
+            return None
+        start = self.num_identity + len(self.focal_cameras) + 6 * int(hits[0])
+        return slice(start, start + 6)
+
+    @classmethod
+    def for_problem(cls, model: HeadModel, cameras: Cameras) -> "Layout":
+        return cls(model.num_expression, model.num_joints, model.num_identity,
+                   np.flatnonzero(~cameras.focal_known), np.flatnonzero(~cameras.extrinsics_known))
+
+    def apply(self, params: Parameters, delta_frames: np.ndarray, delta_shared: np.ndarray) -> Parameters:
+        """Parameters moved by a step (N, p) on the frames and (q,) on the shared unknowns."""
+        out = params.copy()
+        n = params.num_frames
+        out.expression += delta_frames[:, self.expression_slice]
+        out.rotations += delta_frames[:, self.rotation_slice].reshape(n, self.num_joints, 3)
+        out.translation_m += delta_frames[:, self.translation_slice]
+        out.identity += delta_shared[: self.num_identity]
+        for c in self.focal_cameras:
+            out.cameras.focal_px[c] *= np.exp(delta_shared[self.focal_column(c)])
+        for c in self.extrinsic_cameras:
+            cols = self.extrinsic_columns(c)
+            out.cameras.rotation[c] += delta_shared[cols][:3]
+            out.cameras.translation_m[c] += delta_shared[cols][3:]
+        return out

@@ -1,0 +1,112 @@
+"""Offline fit of a whole shot: one identity, per-frame expression and pose, cameras.
+
+Coarse to fine (paper, section 3.2): PnP start with the mean head, then LM on the rigid
+pose and focal, then with expression and joints, then with identity as well.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.energy import ShotEnergy
+from fitter_backend.fitting.initialise import initial_parameters
+from fitter_backend.fitting.problem import (FitSettings, Layout, Observations, Parameters,
+                                            validate_observations)
+from fitter_backend.fitting.solver import Active, SolveLog, levenberg_marquardt
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+
+Progress = Callable[[str, float], None]
+
+# Per-frame flags.
+NO_LANDMARKS = "no_landmarks"        # nothing observed: pose carried by E_temporal (interpolated)
+HIGH_RESIDUAL = "high_residual"      # normalised RMS above settings.high_residual_rms
+
+
+@dataclasses.dataclass
+class FitResult:
+    """Everything a fit produces. ``frame_rms`` (N,) is the RMS of (x - mu) / sigma over a
+    frame's observed landmarks (NaN without any); ``flags`` per frame; ``report`` is a
+    JSON-ready summary (energies, iterations, timings, warnings)."""
+
+    params: Parameters
+    frame_rms: np.ndarray
+    flags: list[list[str]]
+    report: dict
+
+
+def stage_actives(layout: Layout, cameras: Cameras) -> list[tuple[str, Active]]:
+    """The three stages of the coarse-to-fine solve as sets of active unknowns."""
+    rot = layout.rotation_slice
+    rigid_frame = np.r_[rot.start:rot.start + 3, layout.translation_slice]
+    all_frame = np.arange(layout.frame_size)
+    # Focal trades off against head size and depth, so it moves only together with identity.
+    extrinsic_cols = np.arange(layout.num_identity + len(layout.focal_cameras), layout.shared_size)
+    return [
+        ("rigid", Active(rigid_frame, extrinsic_cols, identity=False, expression=False)),
+        ("expression", Active(all_frame, extrinsic_cols, identity=False, expression=True)),
+        ("identity", Active(all_frame, np.arange(layout.shared_size), identity=True, expression=True)),
+    ]
+
+
+def frame_flags(frame_rms: np.ndarray, present: np.ndarray, settings: FitSettings) -> list[list[str]]:
+    flags = []
+    for i in range(len(frame_rms)):
+        f = []
+        if not present[i].any():
+            f.append(NO_LANDMARKS)
+        elif frame_rms[i] > settings.high_residual_rms:
+            f.append(HIGH_RESIDUAL)
+        flags.append(f)
+    return flags
+
+
+def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Observations, cameras: Cameras,
+                 settings: FitSettings = FitSettings(), initial: Parameters | None = None,
+                 progress: Progress | None = None) -> FitResult:
+    """Fit one shot. ``initial`` skips the PnP start (e.g. to continue an earlier fit)."""
+    validate_observations(observations, landmarks, model, cameras)
+    started = time.perf_counter()
+    layout = Layout.for_problem(model, cameras)
+    energy = ShotEnergy(model, landmarks, observations, settings)
+    if initial is None:
+        params, _ = initial_parameters(model, landmarks, observations, cameras)
+    else:
+        params = initial.copy()
+    timings = {"initialise_s": time.perf_counter() - started}
+    log = SolveLog()
+    stages = stage_actives(layout, params.cameras)
+    for (name, active), iterations in zip(stages, settings.stage_iterations):
+        if progress:
+            progress(f"fitting: {name}", stages.index((name, active)) / len(stages))
+        t0 = time.perf_counter()
+        if iterations:
+            params, evaluation = levenberg_marquardt(energy, params, layout, active, iterations,
+                                                     settings.relative_tolerance, log)
+        timings[f"{name}_s"] = time.perf_counter() - t0
+    evaluation = energy.evaluate(params, layout, derivatives=False)
+    if progress:
+        progress("fitting: done", 1.0)
+    timings["total_s"] = time.perf_counter() - started
+    flags = frame_flags(evaluation.frame_rms, energy.present, settings)
+    report = {
+        "frames": observations.num_frames,
+        "cameras": params.cameras.count,
+        "landmarks": len(landmarks),
+        "energy_initial": log.energies[0] if log.energies else evaluation.energy,
+        "energy_final": evaluation.energy,
+        "energy_terms": evaluation.terms,
+        "iterations_accepted": log.accepted,
+        "iterations_rejected": log.rejected,
+        "median_frame_rms": float(np.nanmedian(evaluation.frame_rms)) if np.isfinite(evaluation.frame_rms).any()
+        else None,
+        "frames_without_landmarks": int(sum(NO_LANDMARKS in f for f in flags)),
+        "frames_high_residual": int(sum(HIGH_RESIDUAL in f for f in flags)),
+        "focal_px": params.cameras.focal_px.tolist(),
+        "timings": timings,
+        "warnings": list(log.warnings),
+    }
+    return FitResult(params, evaluation.frame_rms, flags, report)

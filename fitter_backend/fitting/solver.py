@@ -1,0 +1,78 @@
+"""Levenberg-Marquardt on a shot's energy, over a chosen subset of the unknowns."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fitter_backend.errors import FitError
+from fitter_backend.fitting.energy import Evaluation, ShotEnergy
+from fitter_backend.fitting.normal_equations import solve
+from fitter_backend.fitting.problem import Layout, Parameters
+
+INITIAL_DAMPING = 1e-4
+MAX_DAMPING = 1e10
+
+
+@dataclasses.dataclass(frozen=True)
+class Active:
+    """Which unknowns a solve may change: per-frame columns, shared columns, and whether the
+    identity and expression derivatives are needed at all."""
+
+    frame_columns: np.ndarray
+    shared_columns: np.ndarray
+    identity: bool
+    expression: bool
+
+
+@dataclasses.dataclass
+class SolveLog:
+    """Energies after each accepted step, and counts."""
+
+    energies: list[float] = dataclasses.field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, active: Active,
+                        iterations: int, relative_tolerance: float, log: SolveLog
+                        ) -> tuple[Parameters, Evaluation]:
+    """Minimise the energy over the active unknowns; returns the best parameters and their evaluation.
+
+    A step is kept only when it lowers the energy, so the energy never grows; a step that
+    makes the energy non-finite is rejected like any other, and a solve that cannot make
+    progress stops with a warning in ``log``.
+    """
+    current = energy.evaluate(params, layout, True, active.identity, active.expression)
+    if not np.isfinite(current.energy):
+        raise FitError("the energy is not finite at the start of the solve (bad initialisation or inputs)")
+    if not log.energies:
+        log.energies.append(current.energy)
+    damping = INITIAL_DAMPING
+    for _ in range(iterations):
+        while True:
+            try:
+                delta_frames, delta_shared = solve(current.equations, active.frame_columns,
+                                                   active.shared_columns, damping)
+                candidate = layout.apply(params, delta_frames, delta_shared)
+                trial = energy.evaluate(candidate, layout, False)  # cheap: no derivatives until accepted
+                improved = np.isfinite(trial.energy) and trial.energy < current.energy
+            except FitError:
+                improved = False
+            if improved:
+                break
+            log.rejected += 1
+            damping *= 4.0
+            if damping > MAX_DAMPING:
+                log.warnings.append("the solve stopped early: no step lowered the energy")
+                return params, current
+        decrease = (current.energy - trial.energy) / max(current.energy, 1e-300)
+        params = candidate
+        current = energy.evaluate(params, layout, True, active.identity, active.expression)
+        log.energies.append(current.energy)
+        log.accepted += 1
+        damping = max(damping / 3.0, 1e-12)
+        if decrease < relative_tolerance:
+            break
+    return params, current
