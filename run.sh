@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's two entry points; both are idempotent.
-#   ./run.sh demo [VIDEO]   set up the backend and run the main job on the embedded default
+#   ./run.sh demo           set up the backend and run the main job on the embedded default
 #   ./run.sh test [ARGS]    set up both environments and run the whole test suite
+#   ./run.sh bench [ARGS]   set up the benchmark environment and run the fitting benchmark
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -27,7 +28,8 @@ ensure_venv() {
     local name=$1 requirements=$2 venv="$VENVS/$1"
     local stamp="$venv/.requirements.sha256"
     local wanted
-    wanted=$(sha256sum "$requirements" | cut -d' ' -f1)
+    # -r includes are covered by hashing every requirements file.
+    wanted=$(cat "$requirements" requirements/*.txt | sha256sum | cut -d' ' -f1)
     if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
         say "environment $name is up to date ($venv)"
         return 0
@@ -64,8 +66,13 @@ case "$cmd" in
         "$VENVS/blender/bin/python" -m pytest tests/blender "$@" || status=$?
         exit $status
         ;;
+    bench)
+        ensure_venv bench requirements/bench.txt
+        "$VENVS/bench/bin/python" -m fitter_backend setup
+        "$VENVS/bench/bin/python" -m fitter_backend.bench fit "$@"
+        ;;
     *)
-        echo "usage: ./run.sh demo [VIDEO] | ./run.sh test [PYTEST_ARGS]" >&2
+        echo "usage: ./run.sh demo | ./run.sh test [PYTEST_ARGS] | ./run.sh bench [ARGS]" >&2
         exit 2
         ;;
 esac

@@ -7,6 +7,7 @@ the solver never sees the terms. Frames are processed in chunks so memory stays 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -98,6 +99,24 @@ class ShotEnergy:
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
         self.inv_sigma = np.where(present, 1.0 / np.where(present, observations.sigma_px, 1.0), 0.0)
         self.num_frames = observations.num_frames
+        # Projected landmarks (C, 2, S') of the frame before frame 0, held fixed (real time).
+        self.temporal_anchor: np.ndarray | None = None
+
+    def restricted(self, frames: np.ndarray, temporal_anchor: np.ndarray | None = None) -> "ShotEnergy":
+        """The same energy on some frames only (sharing the rig), optionally with E_temporal
+        pulling the first of them towards fixed projected landmarks of the frame before."""
+        out = copy.copy(self)
+        out.present, out.mu, out.inv_sigma = self.present[frames], self.mu[frames], self.inv_sigma[frames]
+        out.num_frames = len(frames)
+        out.temporal_anchor = temporal_anchor
+        return out
+
+    def projected_landmarks(self, params: Parameters) -> np.ndarray:
+        """(N, C, 2, S') projected landmarks that E_temporal watches, for every frame."""
+        points = point_rig.evaluate(self.rig, params.identity, params.expression, params.rotations,
+                                    params.translation_m).points[:, self.landmark_points][:, self.temporal_subset]
+        return np.stack([project(points, params.cameras, c, derivatives=False).pixels.transpose(0, 2, 1)
+                         for c in range(params.cameras.count)], axis=1)
 
     # -- the whole energy -----------------------------------------------------------------
     def residual_vector(self, params: Parameters, layout: Layout) -> np.ndarray:
@@ -199,6 +218,13 @@ class ShotEnergy:
                 d_shared_all = None if d_shared is None else np.concatenate([prev_d_shared, d_shared])
             else:
                 frames_all, pixels_all, d_frame_all, d_shared_all = frames, pixels, d_frame, d_shared
+                if self.temporal_anchor is not None:
+                    residual = weight * (pixels[:1] - self.temporal_anchor[c])
+                    terms.add("temporal", residual)
+                    if equations is not None:
+                        equations.add_frame_rows(frames[:1], residual.reshape(1, -1),
+                                                 weight * d_frame[:1].reshape(1, -1, d_frame.shape[-1]),
+                                                 weight * d_shared[:1].reshape(1, -1, d_shared.shape[-1]))
             carry.append((frames_all[-1], pixels_all[-1:],
                           None if d_frame_all is None else d_frame_all[-1:],
                           None if d_shared_all is None else d_shared_all[-1:]))

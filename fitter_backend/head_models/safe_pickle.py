@@ -87,12 +87,15 @@ def _reconstruct(subtype, shape, dtype_code):
     return np.ndarray.__new__(np.ndarray, shape, dtype_code)
 
 
-def _frombuffer(buffer, dtype, shape, order):
+def _frombuffer(buffer, dtype, shape, order, axis_order=None):
     """numpy's protocol-5 array reconstruction from a buffer (never an object array)."""
     dtype = np.dtype(dtype)
     if dtype.hasobject:
         raise _Refused("an object array from a raw buffer")
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy(order="A")
+    array = np.frombuffer(buffer, dtype=dtype)
+    if order == "K" and axis_order is not None:
+        return array.reshape(shape, order="C").transpose(axis_order).copy(order="K")
+    return array.reshape(shape, order=order).copy(order="A")
 
 
 def _scalar(dtype, data=None):
@@ -151,35 +154,37 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return found
 
 
-def safe_load(path_or_file: str | Path | BinaryIO) -> object:
+def safe_load(path_or_file: str | Path | BinaryIO, expected: str = "a pickle file") -> object:
     """Unpickle a model file, admitting only arrays and inert stand-ins (see module doc).
 
     Raises UnsafePickleError (naming the file and the refused global) when the pickle asks
-    for anything else, and HeadModelError when the file is missing, truncated or no pickle.
-    Python 2 pickles are read with ``encoding='latin1'`` as numpy requires.
+    for anything else, and HeadModelError (naming the file and ``expected``) when the file
+    is missing, truncated or no pickle. Python 2 pickles are read with
+    ``encoding='latin1'``, as numpy requires.
     """
     if isinstance(path_or_file, (str, Path)):
         path = Path(path_or_file)
         try:
             with open(path, "rb") as handle:
-                return _load(handle, str(path))
+                return _load(handle, str(path), expected)
         except FileNotFoundError:
-            raise HeadModelError(f"file not found: {path}") from None
+            raise HeadModelError(f"file not found: {path} (expected {expected})") from None
         except IsADirectoryError:
-            raise HeadModelError(f"{path} is a folder; expected a pickle file") from None
-    return _load(path_or_file, str(getattr(path_or_file, "name", "<stream>")))
+            raise HeadModelError(f"{path} is a folder; expected {expected}") from None
+    return _load(path_or_file, str(getattr(path_or_file, "name", "<stream>")), expected)
 
 
-def _load(handle: BinaryIO, name: str) -> object:
+def _load(handle: BinaryIO, name: str, expected: str) -> object:
     try:
         return _RestrictedUnpickler(handle, encoding="latin1").load()
     except _Refused as exc:
-        raise UnsafePickleError(f"refused to load {name}: {exc}; nothing in it was run") from None
+        raise UnsafePickleError(f"refused to load {name} (expected {expected}): {exc}; nothing in it was run"
+                                ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
         raise HeadModelError(
-            f"cannot read {name}: expected a complete pickle file, but it is truncated, damaged "
-            f"or not a pickle ({type(exc).__name__}: {exc})") from None
+            f"cannot read {name}: expected {expected}, but it is truncated, damaged or not a pickle "
+            f"({type(exc).__name__}: {exc})") from None
 
 
 # -- values out of a loaded pickle -------------------------------------------------------

@@ -1,0 +1,136 @@
+"""Command line: ``python -m fitter_backend COMMAND ...`` (run ``--help`` on any command).
+
+  setup                    build the files the backend needs (the open head) in the data folder
+  demo [--out DIR]         the main job on the embedded default (see ``demo --help``)
+  head-model info SPEC     vertex/channel counts and sizes of a head model
+  head-model build         (re)build the open head
+  head-model obj|png|showcase --out FILE [...]
+                           look at a head model with given parameters (OBJ or a PNG render)
+
+SPEC is ``open`` (the embedded default), a FLAME ``.pkl`` or a head-model ``.npz``.
+Errors are reported as one line, ``error: ...``, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fitter_backend.errors import FacecapError
+from fitter_backend.head_models.head_model import HeadModel
+
+
+def head_model_summary(model: HeadModel) -> str:
+    """A few lines a person can read: counts, size in centimetres, names."""
+    extent_cm = 100 * (model.template.max(0) - model.template.min(0))
+    lines = [
+        f"head model: {model.name}",
+        f"  vertices {model.num_vertices}, triangles {len(model.triangles)}",
+        f"  identity components {model.num_identity}, expression channels {model.num_expression}, "
+        f"pose correctives {model.pose_correctives.shape[2]}",
+        f"  joints ({model.num_joints}): {', '.join(model.joint_names)}",
+        f"  size (width x height x depth): {extent_cm[0]:.1f} x {extent_cm[1]:.1f} x {extent_cm[2]:.1f} cm",
+        f"  eyeball radii: {', '.join(f'{1000 * r:.1f} mm' for r in model.eyeball_radii_m)}",
+        f"  regions: {', '.join(f'{k} ({int(v.sum())})' for k, v in model.regions.items())}",
+        f"  semantic points: {len(model.semantic_points)} (iBUG-68 included)",
+        f"  expression channels: {', '.join(model.expression_names[:8])}"
+        + (", ..." if model.num_expression > 8 else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from fitter_backend.head_models.open_head import build_open_head
+    path = build_open_head(force=args.force, progress=lambda m: print(f"  {m}", flush=True))
+    print(f"open head: {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Build the open head, render it, and fit a synthetic talking-head shot with it."""
+    from fitter_backend.fitting import sequence, synthetic
+    from fitter_backend.fitting.result_io import save_fit_result
+    from fitter_backend.head_models import lbs
+    from fitter_backend.head_models.obj_io import write_obj
+    from fitter_backend.head_models.open_head import load_open_head
+    from fitter_backend.render.head_png import render_grid_png, showcase_panels
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_open_head()
+    print(head_model_summary(model))
+    showcase = render_grid_png(model, out / "open_head_showcase.png", showcase_panels(model, 0), size=384)
+    print(f"render (neutral, jawOpen, mouthSmileLeft, a random identity): {showcase}")
+    obj = write_obj(out / "open_head_neutral.obj", lbs.posed_vertices(model)[0], model.triangles)
+    print(f"mesh: {obj}")
+
+    print(f"fitting a synthetic shot: {args.frames} frames, {args.landmarks} landmarks, "
+          "noise 1.5 px, 5% outliers, yaw +-60 deg, unknown focal ...", flush=True)
+    landmarks = synthetic.area_sampled_points(model, args.landmarks, seed=1)
+    shot = synthetic.make_shot(model, landmarks, num_frames=args.frames, seed=2)
+    started = time.perf_counter()
+    result = sequence.fit_sequence(model, landmarks, shot.observations, shot.cameras,
+                                   progress=lambda stage, f: print(f"  {stage}", flush=True))
+    elapsed = time.perf_counter() - started
+    face = model.regions["face"]
+    neutral_error = np.linalg.norm(lbs.posed_vertices(model, result.params.identity)[0][face]
+                                   - lbs.posed_vertices(model, shot.truth.identity)[0][face], axis=1)
+    focal_error = abs(result.params.cameras.focal_px[0] / shot.truth.cameras.focal_px[0] - 1)
+    npz, summary = save_fit_result(result, model, out / "synthetic_fit")
+    print(f"fit: {elapsed:.1f} s ({1000 * elapsed / args.frames:.0f} ms/frame), median normalised residual "
+          f"{result.report['median_frame_rms']:.2f}, identity error {1000 * np.median(neutral_error):.2f} mm "
+          f"(median over the face), focal error {100 * focal_error:.2f}%")
+    print(f"results: {npz}, {summary}")
+    return 0
+
+
+def _head_model(args: argparse.Namespace) -> int:
+    from fitter_backend.head_models.loading import load_head_model
+    if args.action == "build":
+        return _setup(args)
+    if args.action == "info":
+        print(head_model_summary(load_head_model(args.spec)))
+        return 0
+    from fitter_backend.render.__main__ import main as render_main
+    return render_main([args.action, *args.render_args])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fitter_backend", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup = commands.add_parser("setup", help="build what the backend needs (idempotent)")
+    setup.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    setup.set_defaults(run=_setup)
+    demo = commands.add_parser("demo", help="the main job on the embedded default")
+    demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    demo.add_argument("--frames", type=int, default=60)
+    demo.add_argument("--landmarks", type=int, default=700)
+    demo.set_defaults(run=_demo)
+    head = commands.add_parser("head-model", help="inspect, build or look at head models",
+                               description="info SPEC | build [--force] | obj|png|showcase --out FILE "
+                                           "[--model X.npz] [--expression NAME=V] [--joint NAME=X,Y,Z] "
+                                           "[--identity-seed N] [--points] ...")
+    head.add_argument("action", choices=("info", "build", "obj", "png", "showcase"))
+    head.add_argument("spec", nargs="?", default="open", help="info: open, a FLAME .pkl or a .npz")
+    head.add_argument("--force", action="store_true", help="build: rebuild even when up to date")
+    head.set_defaults(run=_head_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    # Rendering options are the renderer's own: pass them through untouched.
+    if len(argv) >= 2 and argv[0] == "head-model" and argv[1] in ("obj", "png", "showcase"):
+        args = argparse.Namespace(run=_head_model, action=argv[1], render_args=argv[2:])
+    else:
+        args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except FacecapError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,102 @@
+"""Real-time mode (paper, section 3.2): identity and cameras are fitted once on the first
+frames and then frozen (refitted every ``refit_interval`` frames on a sample of the frames
+seen so far); every frame then solves only its own expression and pose, warm-started
+from the previous frame, with E_temporal pulling towards the previous frame's projection.
+Frames are processed strictly in order, using nothing from the future.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.energy import ShotEnergy
+from fitter_backend.fitting.initialise import initial_parameters
+from fitter_backend.fitting.problem import (FitSettings, Layout, Observations, Parameters,
+                                            validate_observations)
+from fitter_backend.fitting.sequence import FitResult, Progress, fit_sequence, frame_flags
+from fitter_backend.fitting.solver import Active, SolveLog, levenberg_marquardt
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+
+CALIBRATION_SAMPLE = 24     # frames used to fit identity and cameras
+FRAME_ITERATIONS = 4        # LM iterations per frame
+
+
+def _sample(frames: int, count: int) -> np.ndarray:
+    return np.unique(np.linspace(0, frames - 1, min(frames, count)).round().astype(int))
+
+
+def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Observations, cameras: Cameras,
+                 settings: FitSettings = FitSettings(), calibration_frames: int = 30,
+                 refit_interval: int = 0, progress: Progress | None = None) -> FitResult:
+    """Frame-by-frame fit; see the module docstring. ``refit_interval`` 0 never refits."""
+    validate_observations(observations, landmarks, model, cameras)
+    started = time.perf_counter()
+    n = observations.num_frames
+    layout = Layout.for_problem(model, cameras)
+    energy = ShotEnergy(model, landmarks, observations, settings)
+    params, _ = initial_parameters(model, landmarks, observations, cameras)
+    log = SolveLog()
+
+    def calibrate(seen: int) -> None:
+        """Identity and cameras from a sample of the frames seen so far (no temporal term:
+        the sample's frames are not neighbours)."""
+        sample = _sample(seen, CALIBRATION_SAMPLE)
+        sub = Observations(observations.mu_px[sample], observations.sigma_px[sample])
+        initial = Parameters(params.identity, params.expression[sample], params.rotations[sample],
+                             params.translation_m[sample], params.cameras)
+        fitted = fit_sequence(model, landmarks, sub, params.cameras,
+                              settings=dataclasses.replace(settings, temporal_weight=0.0), initial=initial)
+        params.identity = fitted.params.identity
+        params.cameras = fitted.params.cameras
+        params.expression[sample] = fitted.params.expression
+        params.rotations[sample] = fitted.params.rotations
+        params.translation_m[sample] = fitted.params.translation_m
+
+    calibrate(min(n, max(calibration_frames, 1)))
+    calibrated_s = time.perf_counter() - started
+    active = Active(np.arange(layout.frame_size), np.zeros(0, int), identity=False, expression=True)
+    frame_layout = Layout(layout.num_expression, layout.num_joints, layout.num_identity,
+                          np.zeros(0, int), np.zeros(0, int))
+    previous_projection = None
+    frames_started = time.perf_counter()
+    for i in range(n):
+        if refit_interval and i and i % refit_interval == 0:
+            calibrate(i)
+        if i:  # warm start from the previous frame
+            params.expression[i] = params.expression[i - 1]
+            params.rotations[i] = params.rotations[i - 1]
+            params.translation_m[i] = params.translation_m[i - 1]
+        frame = np.array([i])
+        frame_energy = energy.restricted(frame, previous_projection)
+        single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
+                            params.translation_m[frame], params.cameras)
+        single, _ = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
+                                        settings.relative_tolerance, log)
+        params.expression[i], params.rotations[i], params.translation_m[i] = (
+            single.expression[0], single.rotations[0], single.translation_m[0])
+        previous_projection = frame_energy.projected_landmarks(single)[0]
+        if progress and i % 25 == 0:
+            progress("real-time fit", i / n)
+    frames_s = time.perf_counter() - frames_started
+    evaluation = energy.evaluate(params, layout, derivatives=False)
+    flags = frame_flags(evaluation.frame_rms, energy.present, settings)
+    report = {
+        "mode": "realtime",
+        "frames": n,
+        "cameras": params.cameras.count,
+        "landmarks": len(landmarks),
+        "energy_final": evaluation.energy,
+        "energy_terms": evaluation.terms,
+        "median_frame_rms": float(np.nanmedian(evaluation.frame_rms)) if np.isfinite(evaluation.frame_rms).any()
+        else None,
+        "focal_px": params.cameras.focal_px.tolist(),
+        "timings": {"calibration_s": calibrated_s, "frames_s": frames_s, "per_frame_ms": 1000 * frames_s / n,
+                    "total_s": time.perf_counter() - started},
+        "warnings": sorted(set(log.warnings)),
+    }
+    return FitResult(params, evaluation.frame_rms, flags, report)
+
+

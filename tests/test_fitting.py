@@ -1,0 +1,270 @@
+"""The fitter: each energy term's gradient, the structured solve, recovery of known
+parameters (monocular with unknown focal, multi-view), real-time mode, and bad inputs."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fitter_backend.errors import FitError
+from fitter_backend.fitting import realtime, sequence, synthetic
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.energy import TERMS, ShotEnergy
+from fitter_backend.fitting.normal_equations import NormalEquations, solve
+from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
+from fitter_backend.head_models import lbs
+from tests.toy_heads import toy_head
+
+ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
+               intersect_weight_per_m=0.0)
+
+
+def toy_problem(num_cameras=2, num_frames=5, seed=0):
+    model = toy_head(seed=seed, num_identity=4, num_expression=5)
+    landmarks = synthetic.area_sampled_points(model, 40, seed=seed)
+    shot = synthetic.make_shot(model, landmarks, num_frames=num_frames, num_cameras=num_cameras, seed=seed,
+                               yaw_deg=30, extrinsics_known=False, distance_m=0.5)
+    rng = np.random.default_rng(seed)
+    truth = shot.truth
+    # Start away from the truth, with large expressions so eyelids and lips intersect.
+    params = Parameters(truth.identity + rng.normal(size=truth.identity.shape) * 0.3,
+                        rng.normal(size=truth.expression.shape) * 3.0,
+                        truth.rotations + rng.normal(size=truth.rotations.shape) * 0.05,
+                        truth.translation_m + rng.normal(size=truth.translation_m.shape) * 0.01,
+                        shot.cameras.copy())
+    params.cameras.rotation[1:] = truth.cameras.rotation[1:] + 0.02
+    params.cameras.translation_m[1:] = truth.cameras.translation_m[1:] + 0.01
+    return model, landmarks, shot, params
+
+
+def numeric_gradient(energy, params, layout, term, eps=1e-6):
+    """Central differences of one term's energy over every per-frame and shared unknown."""
+    def value(delta_frames, delta_shared):
+        return energy.evaluate(layout.apply(params, delta_frames, delta_shared), layout, False).terms[term]
+
+    n, p, q = params.num_frames, layout.frame_size, layout.shared_size
+    g_frames, g_shared = np.zeros((n, p)), np.zeros(q)
+    for i in range(n):
+        for k in range(p):
+            d = np.zeros((n, p))
+            d[i, k] = eps
+            g_frames[i, k] = (value(d, np.zeros(q)) - value(-d, np.zeros(q))) / (2 * eps)
+    for k in range(q):
+        d = np.zeros(q)
+        d[k] = eps
+        g_shared[k] = (value(np.zeros((n, p)), d) - value(np.zeros((n, p)), -d)) / (2 * eps)
+    return g_frames, g_shared
+
+
+@pytest.mark.parametrize("term, weights", [
+    ("landmarks", {}),
+    ("identity", {"identity_weight": 1.5}),
+    ("expression", {"expression_weight": 0.7}),
+    ("joints", {"joint_weight": 2.0}),
+    ("temporal", {"temporal_weight": 0.2}),
+    ("intersect", {"intersect_weight_per_m": 3000.0}),
+])
+def test_each_term_gradient_matches_finite_differences(term, weights):
+    model, landmarks, shot, params = toy_problem()
+    layout = Layout.for_problem(model, params.cameras)
+    assert layout.shared_size == model.num_identity + 2 + 6  # two unknown focals, one unknown camera pose
+    base = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    with_term = ShotEnergy(model, landmarks, shot.observations, FitSettings(**dict(ALL_OFF, **weights)))
+    evaluation = with_term.evaluate(params, layout, True)
+    assert evaluation.terms[term] > 1e-3, f"{term} is inactive at the test point"
+    analytic_frames = evaluation.equations.frame_gradient
+    analytic_shared = evaluation.equations.shared_gradient
+    if term != "landmarks":  # isolate the term: gradients add up over terms
+        reference = base.evaluate(params, layout, True).equations
+        analytic_frames = analytic_frames - reference.frame_gradient
+        analytic_shared = analytic_shared - reference.shared_gradient
+    numeric_frames, numeric_shared = numeric_gradient(with_term, params, layout, term)
+    scale = max(np.abs(numeric_frames).max(), np.abs(numeric_shared).max())
+    assert np.abs(analytic_frames - numeric_frames).max() / scale < 1e-4
+    assert np.abs(analytic_shared - numeric_shared).max() / scale < 1e-4
+
+
+def test_structured_solve_equals_dense_solve():
+    rng = np.random.default_rng(3)
+    n, p, q = 6, 4, 3
+    equations = NormalEquations(n, p, q)
+    # Random single-frame, pair (temporal) and shared rows.
+    frames = np.arange(n)
+    equations.add_frame_rows(frames, rng.normal(size=(n, 9)), rng.normal(size=(n, 9, p)), rng.normal(size=(n, 9, q)))
+    pair = np.arange(1, n)
+    equations.add_pair_rows(pair, rng.normal(size=(n - 1, 5)), rng.normal(size=(n - 1, 5, p)),
+                            rng.normal(size=(n - 1, 5, p)), rng.normal(size=(n - 1, 5, q)))
+    equations.add_shared_rows(rng.normal(size=q), np.eye(q))
+    dense = np.zeros((n * p + q, n * p + q))
+    for i in range(n):
+        dense[i * p:(i + 1) * p, i * p:(i + 1) * p] = equations.frame_frame[i]
+        dense[n * p:, i * p:(i + 1) * p] = equations.frame_shared[i].T
+        if i < n - 1:
+            dense[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = equations.frame_next[i]
+    dense[n * p:, n * p:] = equations.shared_shared
+    dense = np.tril(dense) + np.tril(dense, -1).T
+    gradient = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+    damping = 0.01
+    damped = dense + damping * np.diag(np.diag(dense))
+    expected = -np.linalg.solve(damped, gradient)
+    delta_frames, delta_shared = solve(equations, np.arange(p), np.arange(q), damping)
+    assert np.allclose(np.concatenate([delta_frames.ravel(), delta_shared]), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def open_head():
+    from fitter_backend.head_models.open_head import load_open_head
+    return load_open_head()
+
+
+def neutral_face_error_mm(model, identity_a, identity_b):
+    face = model.regions["face"]
+    a = lbs.posed_vertices(model, identity_a)[0][face]
+    b = lbs.posed_vertices(model, identity_b)[0][face]
+    return 1000 * np.median(np.linalg.norm(a - b, axis=1))
+
+
+def test_monocular_fit_recovers_identity_focal_and_motion(open_head):
+    landmarks = synthetic.area_sampled_points(open_head, 300, seed=4)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=24, seed=5, yaw_deg=50, noise_px=1.0,
+                               outlier_fraction=0.05)
+    result = sequence.fit_sequence(open_head, landmarks, shot.observations, shot.cameras)
+    assert shot.cameras.focal_known.tolist() == [False]
+    focal_error = abs(result.params.cameras.focal_px[0] / shot.truth.cameras.focal_px[0] - 1)
+    assert focal_error < 0.03
+    assert neutral_face_error_mm(open_head, result.params.identity, shot.truth.identity) < 5.0
+    assert np.nanmedian(result.frame_rms) < 1.3  # at the noise level
+    assert result.report["energy_final"] < result.report["energy_initial"]
+    assert np.allclose(result.params.rotations[:, 0], shot.truth.rotations[:, 0], atol=np.radians(3))
+    assert all(flags == [] for flags in result.flags)
+
+
+def test_multiview_fit_recovers_camera_poses(open_head):
+    landmarks = synthetic.area_sampled_points(open_head, 200, seed=6)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=8, num_cameras=3, seed=7, yaw_deg=20,
+                               noise_px=1.0, outlier_fraction=0.0, extrinsics_known=False, focal_known=True)
+    assert shot.cameras.extrinsics_known.tolist() == [True, False, False]
+    result = sequence.fit_sequence(open_head, landmarks, shot.observations, shot.cameras)
+    fitted, truth = result.params.cameras, shot.truth.cameras
+    for c in (1, 2):
+        angle = np.linalg.norm(lbs.rodrigues(fitted.rotation[c]) @ lbs.rodrigues(truth.rotation[c]).T
+                               - np.eye(3))
+        assert angle < np.radians(1.5)
+        assert np.linalg.norm(fitted.translation_m[c] - truth.translation_m[c]) < 0.01
+    assert neutral_face_error_mm(open_head, result.params.identity, shot.truth.identity) < 1.5
+
+
+def test_frames_without_landmarks_are_flagged_and_interpolated(open_head):
+    landmarks = synthetic.area_sampled_points(open_head, 200, seed=8)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=12, seed=9, yaw_deg=20, outlier_fraction=0.0)
+    mu = shot.observations.mu_px.copy()
+    mu[5:7] = np.nan  # no face found in frames 5 and 6
+    result = sequence.fit_sequence(open_head, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras)
+    assert result.flags[5] == [sequence.NO_LANDMARKS] and result.flags[6] == [sequence.NO_LANDMARKS]
+    assert np.isnan(result.frame_rms[5])
+    assert result.report["frames_without_landmarks"] == 2
+    # The temporal term carries the pose through the gap, close to the truth.
+    assert np.allclose(result.params.translation_m[5:7], shot.truth.translation_m[5:7], atol=0.01)
+
+
+def test_realtime_mode_is_causal_and_accurate(open_head):
+    landmarks = synthetic.area_sampled_points(open_head, 200, seed=10)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=16, seed=11, yaw_deg=20, outlier_fraction=0.0)
+    full = realtime.fit_realtime(open_head, landmarks, shot.observations, shot.cameras, calibration_frames=8)
+    assert np.nanmedian(full.frame_rms) < 1.5
+    head = Observations(shot.observations.mu_px[:10], shot.observations.sigma_px[:10])
+    prefix = realtime.fit_realtime(open_head, landmarks, head, shot.cameras, calibration_frames=8)
+    # Frames before 10 do not depend on frames after them.
+    assert np.allclose(prefix.params.expression, full.params.expression[:10])
+    assert np.allclose(prefix.params.rotations, full.params.rotations[:10])
+
+
+# -- bad input ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy():
+    model = toy_head(seed=2)
+    landmarks = synthetic.area_sampled_points(model, 30, seed=2)
+    shot = synthetic.make_shot(model, landmarks, num_frames=4, seed=2, yaw_deg=10)
+    return model, landmarks, shot
+
+
+def test_bad_sigma_is_refused_with_its_location(toy):
+    model, landmarks, shot = toy
+    sigma = shot.observations.sigma_px.copy()
+    sigma[2, 0, 7] = 0.0
+    with pytest.raises(FitError, match=r"sigma_px.*frame 2, camera 0, landmark 7"):
+        sequence.fit_sequence(model, landmarks, Observations(shot.observations.mu_px, sigma), shot.cameras)
+    sigma[2, 0, 7] = np.nan
+    with pytest.raises(FitError, match="sigma_px"):
+        sequence.fit_sequence(model, landmarks, Observations(shot.observations.mu_px, sigma), shot.cameras)
+
+
+def test_inf_in_mu_marks_the_landmark_missing(toy):
+    model, landmarks, shot = toy
+    mu = shot.observations.mu_px.copy()
+    mu[1, 0, :] = np.inf
+    result = sequence.fit_sequence(model, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras,
+                                   FitSettings(stage_iterations=(2, 2, 2)))
+    assert result.flags[1] == [sequence.NO_LANDMARKS]
+    assert np.all(np.isfinite(result.params.expression))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda mu, s: (mu[:0], s[:0]), "zero frames"),
+    (lambda mu, s: (mu[:, :, :5], s[:, :, :5]), "landmark set embedded"),
+    (lambda mu, s: (mu[..., 0], s), "mu_px must have shape"),
+    (lambda mu, s: (mu, s[:, :, :3]), "sigma_px must have shape"),
+    (lambda mu, s: (np.full_like(mu, np.nan), s), "no landmarks were observed"),
+])
+def test_malformed_observations_are_refused(toy, mutate, message):
+    model, landmarks, shot = toy
+    mu, sigma = mutate(shot.observations.mu_px, shot.observations.sigma_px)
+    with pytest.raises(FitError, match=message):
+        sequence.fit_sequence(model, landmarks, Observations(mu, sigma), shot.cameras)
+
+
+def test_landmark_set_of_another_head_is_refused(toy):
+    model, landmarks, shot = toy
+    foreign = dataclasses.replace(landmarks, triangle=landmarks.triangle + len(model.triangles))
+    with pytest.raises(FitError, match="does not match head model"):
+        sequence.fit_sequence(model, foreign, shot.observations, shot.cameras)
+
+
+def test_camera_without_any_landmarks_needs_calibration(toy):
+    model, landmarks, _ = toy
+    shot = synthetic.make_shot(model, landmarks, num_frames=3, num_cameras=2, seed=1, extrinsics_known=False)
+    mu = shot.observations.mu_px.copy()
+    mu[:, 1] = np.nan
+    with pytest.raises(FitError, match="camera 1 .* has no landmarks"):
+        sequence.fit_sequence(model, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras)
+
+
+def test_camera_missing_in_some_frames_is_tolerated(open_head):
+    landmarks = synthetic.area_sampled_points(open_head, 150, seed=12)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=6, num_cameras=2, seed=13, yaw_deg=15,
+                               outlier_fraction=0.0, focal_known=True)
+    mu = shot.observations.mu_px.copy()
+    mu[2:4, 1] = np.nan  # the second camera dropped two frames
+    result = sequence.fit_sequence(open_head, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras)
+    assert all(flags == [] for flags in result.flags)
+    assert np.nanmax(result.frame_rms) < 2.0
+
+
+def test_one_frame_fits(toy):
+    model, landmarks, shot = toy
+    one = Observations(shot.observations.mu_px[:1], shot.observations.sigma_px[:1])
+    result = sequence.fit_sequence(model, landmarks, one, Cameras.monocular(512, 512, focal_px=700.0))
+    assert result.params.num_frames == 1 and np.isfinite(result.report["energy_final"])
+
+
+def test_non_finite_start_is_reported_not_returned(toy):
+    model, landmarks, shot = toy
+    initial = shot.truth.copy()
+    initial.translation_m[0, 2] = np.nan
+    with pytest.raises(FitError, match="not finite"):
+        sequence.fit_sequence(model, landmarks, shot.observations, shot.cameras, initial=initial)
+
+
+def test_settings_are_validated():
+    with pytest.raises(FitError, match="temporal_weight"):
+        FitSettings(temporal_weight=-1.0)
+    assert set(TERMS) == {"landmarks", "identity", "expression", "joints", "temporal", "intersect"}
