@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from fitter_backend.bench.metrics import identity_error_mm
 from fitter_backend.errors import FitError
 from fitter_backend.fitting import realtime, sequence, synthetic
 from fitter_backend.fitting.cameras import Cameras
@@ -116,13 +117,6 @@ def open_head():
     return load_open_head()
 
 
-def neutral_face_error_mm(model, identity_a, identity_b):
-    face = model.regions["face"]
-    a = lbs.posed_vertices(model, identity_a)[0][face]
-    b = lbs.posed_vertices(model, identity_b)[0][face]
-    return 1000 * np.median(np.linalg.norm(a - b, axis=1))
-
-
 def test_monocular_fit_recovers_identity_focal_and_motion(open_head):
     landmarks = synthetic.area_sampled_points(open_head, 300, seed=4)
     shot = synthetic.make_shot(open_head, landmarks, num_frames=24, seed=5, yaw_deg=50, noise_px=1.0,
@@ -131,7 +125,7 @@ def test_monocular_fit_recovers_identity_focal_and_motion(open_head):
     assert shot.cameras.focal_known.tolist() == [False]
     focal_error = abs(result.params.cameras.focal_px[0] / shot.truth.cameras.focal_px[0] - 1)
     assert focal_error < 0.03
-    assert neutral_face_error_mm(open_head, result.params.identity, shot.truth.identity) < 5.0
+    assert identity_error_mm(open_head, result.params.identity, shot.truth.identity) < 2.5
     assert np.nanmedian(result.frame_rms) < 1.3  # at the noise level
     assert result.report["energy_final"] < result.report["energy_initial"]
     assert np.allclose(result.params.rotations[:, 0], shot.truth.rotations[:, 0], atol=np.radians(3))
@@ -150,7 +144,7 @@ def test_multiview_fit_recovers_camera_poses(open_head):
                                - np.eye(3))
         assert angle < np.radians(1.5)
         assert np.linalg.norm(fitted.translation_m[c] - truth.translation_m[c]) < 0.01
-    assert neutral_face_error_mm(open_head, result.params.identity, shot.truth.identity) < 1.5
+    assert identity_error_mm(open_head, result.params.identity, shot.truth.identity) < 1.5
 
 
 def test_frames_without_landmarks_are_flagged_and_interpolated(open_head):

@@ -21,7 +21,7 @@ import numpy as np
 
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
-                                            rodrigues_derivative, skew)
+                                            rodrigues_derivative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,9 +32,12 @@ class PointRig:
     pair_point (Q,), pair_joint (Q,), pair_weight (Q,), pair_template (Q, 3),
     pair_identity (Q, 3, I), pair_expression (Q, 3, E), pair_correctives (Q, 3, P),
     joint_template (J, 3), joint_identity (J, 3, I), joint_expression (J, 3, E), parents (J,),
-    subtree (J, J) bool: [k, j] when j is k or below k. For fast products the pairs are also
-    grouped by joint: joint_pairs[j] lists joint j's pairs, and identity_by_joint[j] /
-    expression_by_joint[j] hold their bases as contiguous (3, Q_j K) matrices.
+    subtree (J, J) bool: [k, j] when j is k or below k.
+
+    For the shape derivatives the pair bases are also laid out densely: ``skinning_joints``
+    (J',) are the joints with any pair, ``point_joint_weight`` (S, J') the blended weights,
+    and ``identity_stacked`` / ``expression_stacked`` (3 J', S K) stack every such joint's
+    basis (zero where a point has no pair), so sum_j R_j U_j is one matrix product.
     """
 
     num_points: int
@@ -51,9 +54,10 @@ class PointRig:
     joint_expression: np.ndarray
     parents: np.ndarray
     subtree: np.ndarray
-    joint_pairs: tuple[np.ndarray, ...]
-    identity_by_joint: tuple[np.ndarray, ...]
-    expression_by_joint: tuple[np.ndarray, ...]
+    skinning_joints: np.ndarray
+    point_joint_weight: np.ndarray
+    identity_stacked: np.ndarray
+    expression_stacked: np.ndarray
 
     @property
     def num_identity(self) -> int:
@@ -126,15 +130,20 @@ def build_point_rig(model: HeadModel, points: SurfacePoints | None = None,
     pair_start = np.searchsorted(pair_point, np.arange(num_surface))
     if np.any(np.bincount(pair_point, minlength=num_surface) == 0):
         raise ValueError("every point needs a non-zero skin weight")
-    joint_pairs = tuple(np.flatnonzero(pair_joint == j) for j in range(len(parents)))
+    skinning_joints = np.unique(pair_joint)
+    slot = np.searchsorted(skinning_joints, pair_joint)
+    point_joint_weight = np.zeros((num_surface, len(skinning_joints)))
+    point_joint_weight[pair_point, slot] = pair_weight
 
-    def by_joint(basis: np.ndarray) -> tuple[np.ndarray, ...]:
-        return tuple(np.ascontiguousarray(basis[pairs].transpose(1, 0, 2).reshape(3, -1)) for pairs in joint_pairs)
+    def stacked(basis: np.ndarray) -> np.ndarray:
+        dense = np.zeros((len(skinning_joints), 3, num_surface, basis.shape[2]))
+        dense[slot, :, pair_point] = basis
+        return dense.reshape(3 * len(skinning_joints), -1)
 
     return PointRig(num_surface, pair_point, pair_joint, pair_weight, pair_start, pair_template,
                     pair_identity, pair_expression, pair_correctives, joint_template, joint_identity,
-                    joint_expression, parents, subtree, joint_pairs, by_joint(pair_identity),
-                    by_joint(pair_expression))
+                    joint_expression, parents, subtree, skinning_joints, point_joint_weight,
+                    stacked(pair_identity), stacked(pair_expression))
 
 
 @dataclasses.dataclass
@@ -185,9 +194,12 @@ class PointJacobians:
     world_axes: np.ndarray
 
 
-def _shape_derivative(rig: PointRig, state: PointState, basis_by_joint: tuple[np.ndarray, ...],
-                      joint_basis: np.ndarray) -> np.ndarray:
-    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K)."""
+def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarray, joint_basis: np.ndarray
+                      ) -> np.ndarray:
+    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K).
+
+    Per point: sum_j R_j U_sj + wbar_sj (d o_j - R_j d J_j); both sums are single matrix products.
+    """
     num_frames, num_points = state.points.shape[:2]
     k = joint_basis.shape[2]
     d_origin = np.empty((num_frames,) + joint_basis.shape)
@@ -195,15 +207,11 @@ def _shape_derivative(rig: PointRig, state: PointState, basis_by_joint: tuple[np
     for j in range(1, rig.num_joints):
         p = rig.parents[j]
         d_origin[:, j] = d_origin[:, p] + state.rotations_world[:, p] @ (joint_basis[j] - joint_basis[p])
-    d_offset = d_origin - state.rotations_world @ joint_basis[None]      # (N, J, 3, K)
-    out = np.zeros((num_frames, 3, num_points, k))
-    for j, pairs in enumerate(rig.joint_pairs):
-        if not len(pairs):
-            continue
-        # One (3 x 3) @ (3 x Q_j K) product per frame instead of Q_j tiny ones.
-        rotated = (state.rotations_world[:, j] @ basis_by_joint[j]).reshape(num_frames, 3, len(pairs), k)
-        rotated += rig.pair_weight[pairs, None] * d_offset[:, j, :, None, :]
-        out[:, :, rig.pair_point[pairs]] += rotated  # a point has at most one pair per joint
+    joints = rig.skinning_joints
+    d_offset = d_origin[:, joints] - state.rotations_world[:, joints] @ joint_basis[joints][None]  # (N, J', 3, K)
+    rotations = state.rotations_world[:, joints].transpose(0, 2, 1, 3).reshape(num_frames, 3, -1)  # (N, 3, 3J')
+    out = (rotations @ stacked_basis).reshape(num_frames, 3, num_points, k)
+    out += rig.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)  # (S, J') @ (N, 3, J', K)
     return out
 
 
@@ -211,9 +219,9 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
               with_identity: bool = True, with_expression: bool = True) -> PointJacobians:
     """Analytic derivatives of the points in ``state`` (from :func:`evaluate`)."""
     num_frames, num_points = state.points.shape[:2]
-    identity_d = (_shape_derivative(rig, state, rig.identity_by_joint, rig.joint_identity)
+    identity_d = (_shape_derivative(rig, state, rig.identity_stacked, rig.joint_identity)
                   if with_identity else np.zeros((num_frames, 3, num_points, 0)))
-    expression_d = (_shape_derivative(rig, state, rig.expression_by_joint, rig.joint_expression)
+    expression_d = (_shape_derivative(rig, state, rig.expression_stacked, rig.joint_expression)
                     if with_expression else np.zeros((num_frames, 3, num_points, 0)))
 
     # Rotating joint k about world axis a moves its subtree rigidly about o_k: dx = a x lever.
@@ -230,14 +238,15 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
         lever_pair = np.where(in_subtree[None, :, None],
                               state.moved - rig.pair_weight[None, :, None] * state.origins_world[:, None, k], 0.0)
         lever = np.add.reduceat(lever_pair, rig.pair_start, axis=1)
-        rotation_d[:, :, :, k, :] = -skew(lever) @ world_axes[:, None, k]
+        for a in range(3):  # d x / d r_ka = axis_a x lever
+            rotation_d[:, :, :, k, a] = np.cross(world_axes[:, None, k, :, a], lever)
     if rig.pair_correctives.shape[2]:
         # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
         for k in range(1, rig.num_joints):
             block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
             d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
-            per_pair = state.rotations_world[:, j] @ d_rest
+            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, j], d_rest, optimize=True)
             rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1)
     return PointJacobians(identity_d, expression_d, np.ascontiguousarray(rotation_d.transpose(0, 2, 1, 3, 4)),
                           world_axes)
