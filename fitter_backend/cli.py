@@ -1,6 +1,6 @@
 """Command line: ``python -m fitter_backend COMMAND ...`` (run ``--help`` on any command).
 
-  setup                    build the files the backend needs (the open head) in the data folder
+  setup                    build what the backend needs (open head, face models) in the data folder
   demo [--out DIR]         the main job on the embedded default (see ``demo --help``)
   head-model info SPEC     vertex/channel counts and sizes of a head model
   head-model build         (re)build the open head
@@ -44,8 +44,14 @@ def head_model_summary(model: HeadModel) -> str:
 
 def _setup(args: argparse.Namespace) -> int:
     from fitter_backend.head_models.open_head import build_open_head
-    path = build_open_head(force=args.force, progress=lambda m: print(f"  {m}", flush=True))
-    print(f"open head: {path}")
+    from fitter_backend.model_setup import ensure_mediapipe_models
+
+    def progress(message: str) -> None:
+        print(f"  {message}", flush=True)
+
+    print(f"open head: {build_open_head(force=args.force, progress=progress)}")
+    models = ensure_mediapipe_models(progress=progress)
+    print("face models: " + ", ".join(f"{name} {path}" for name, path in models.items()))
     return 0
 
 

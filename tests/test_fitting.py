@@ -7,9 +7,10 @@ import pytest
 
 from fitter_backend.bench.metrics import identity_error_mm
 from fitter_backend.errors import FitError
-from fitter_backend.fitting import realtime, sequence, synthetic
+from fitter_backend.fitting import point_rig, realtime, sequence, synthetic
 from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.energy import TERMS, ShotEnergy
+from fitter_backend.fitting.intersection import TeethHull
 from fitter_backend.fitting.normal_equations import NormalEquations, solve
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.head_models import lbs
@@ -56,6 +57,23 @@ def numeric_gradient(energy, params, layout, term, eps=1e-6):
     return g_frames, g_shared
 
 
+def with_lips_in_a_hull(energy, params):
+    """The toy's teeth hull replaced by a 10 mm box, rotating with the jaw and carried by the
+    hull's anchor vertex, around where the first lip vertex is in frame 0 at ``params``, so
+    the lip part of the term fires."""
+    geometry = energy.geometry
+    anchor = geometry.hulls[0].anchor_vertex
+    jaw = energy.model.joint_index("jaw")
+    state = point_rig.evaluate(energy.rig, params.identity, params.expression, params.rotations,
+                               params.translation_m)
+    lip = state.points[0, energy.lip_points][0] - state.points[0, energy.anchor_points[0]]
+    centre = state.rotations_world[0, jaw].T @ lip + np.array([0.002, 0.001, 0.0015])  # one nearest face
+    normals = np.concatenate([np.eye(3), -np.eye(3)])
+    box = TeethHull(jaw, anchor, normals, -normals @ centre - 0.005)
+    energy.geometry = dataclasses.replace(geometry, hulls=(box,))
+    return energy
+
+
 @pytest.mark.parametrize("term, weights", [
     ("landmarks", {}),
     ("identity", {"identity_weight": 1.5}),
@@ -70,8 +88,15 @@ def test_each_term_gradient_matches_finite_differences(term, weights):
     assert layout.shared_size == model.num_identity + 2 + 6  # two unknown focals, one unknown camera pose
     base = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
     with_term = ShotEnergy(model, landmarks, shot.observations, FitSettings(**dict(ALL_OFF, **weights)))
+    if term == "intersect":
+        with_term = with_lips_in_a_hull(with_term, params)
     evaluation = with_term.evaluate(params, layout, True)
     assert evaluation.terms[term] > 1e-3, f"{term} is inactive at the test point"
+    if term == "intersect":  # both parts fire: eyelids in eyeballs and lips in the teeth hull
+        eyelids_only = ShotEnergy(model, landmarks, shot.observations, with_term.settings)
+        eyelids_only.geometry = dataclasses.replace(with_term.geometry, hulls=())
+        eyelid_energy = eyelids_only.evaluate(params, layout, False).terms[term]
+        assert 1e-3 < eyelid_energy < evaluation.terms[term] - 1e-3
     analytic_frames = evaluation.equations.frame_gradient
     analytic_shared = evaluation.equations.shared_gradient
     if term != "landmarks":  # isolate the term: gradients add up over terms

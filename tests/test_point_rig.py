@@ -34,12 +34,14 @@ def test_point_rig_matches_reference_forward_and_jacobians(correctives):
 
     s = len(points)
     assert np.allclose(state.points[:, :s], reference.points, atol=1e-12)
-    assert np.allclose(jac_identity[:, :s], reference.d_identity, atol=1e-12)
-    assert np.allclose(jac_expression[:, :s], reference.d_expression, atol=1e-12)
+    # Shape derivatives are float32 (memory-bound products feeding Gauss-Newton).
+    close32 = lambda a, b: np.abs(a - b).max() <= 1e-6 * np.abs(b).max()  # noqa: E731
+    assert close32(jac_identity[:, :s], reference.d_identity)
+    assert close32(jac_expression[:, :s], reference.d_expression)
     assert np.allclose(jac_rotation[:, :s], reference.d_rotation, atol=1e-12)
     assert np.allclose(state.points[:, s:s + 3], posed[:, vertex_ids], atol=1e-12)
-    assert np.allclose(jac_identity[:, s:s + 3], d_id_v[:, vertex_ids], atol=1e-12)
-    assert np.allclose(jac_expression[:, s:s + 3], d_ex_v[:, vertex_ids], atol=1e-12)
+    assert close32(jac_identity[:, s:s + 3], d_id_v[:, vertex_ids])
+    assert close32(jac_expression[:, s:s + 3], d_ex_v[:, vertex_ids])
     assert np.allclose(jac_rotation[:, s:s + 3], d_rot_v[:, vertex_ids], atol=1e-12)
     # Joint centres: the world origins of the eye joints (plus translation) and their derivatives.
     state_ref = lbs.forward(rig_all, pose)

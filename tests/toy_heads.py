@@ -72,6 +72,8 @@ def toy_head(seed: int = 0, num_identity: int = 6, num_expression: int = 5, corr
     regions["ears"] = np.abs(template[:, 0]) > 0.07
     regions["neck"] = template[:, 1] < -0.08
     regions["back_of_head"] = template[:, 2] < -0.03
+    # A patch below the lips stands in for teeth, so the lip-teeth term has a hull.
+    regions["teeth"] = front & (template[:, 1] < -0.058) & (template[:, 1] > -0.085)
     tri_ids = rng.choice(len(triangles), 68, replace=False)
     bary = rng.dirichlet(np.ones(3), 68)
     num_correctives = 36 if correctives else 0

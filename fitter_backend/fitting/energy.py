@@ -50,7 +50,7 @@ class _Chunk:
 def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
     """Per point (2 x 3) @ (3 x K): d_world (n, S, 2, 3), d_points (n, 3, S, K) -> (n, 2, S, K),
     as broadcast multiply-adds over contiguous rows (faster than many tiny matmuls)."""
-    d = d_world.transpose(0, 2, 3, 1)[..., None]  # (n, 2, 3, S, 1)
+    d = d_world.transpose(0, 2, 3, 1)[..., None].astype(d_points.dtype)  # (n, 2, 3, S, 1)
     out = d[:, :, 0] * d_points[:, None, 0]
     out += d[:, :, 1] * d_points[:, None, 1]
     out += d[:, :, 2] * d_points[:, None, 2]
@@ -80,17 +80,18 @@ class ShotEnergy:
         self.geometry: IntersectionGeometry | None = (
             intersection_geometry(model) if settings.intersect_weight_per_m > 0 else None)
         geometry = self.geometry
-        vertex_ids = (np.concatenate([geometry.eyelid_vertices, geometry.lip_vertices])
+        vertex_ids = (np.concatenate([geometry.eyelid_vertices, geometry.lip_vertices, geometry.anchor_vertices])
                       if geometry else np.zeros(0, int))
-        joint_ids = geometry.joint_points if geometry else np.zeros(0, int)
+        joint_ids = geometry.eye_joints if geometry else np.zeros(0, int)
         self.rig = point_rig.build_point_rig(model, landmarks, vertex_ids, joint_ids)
         s = len(landmarks)
         self.landmark_points = slice(0, s)
         if geometry:
-            ne, nl = len(geometry.eyelid_vertices), len(geometry.lip_vertices)
+            ne, nl, na = len(geometry.eyelid_vertices), len(geometry.lip_vertices), len(geometry.hulls)
             self.eyelid_points = slice(s, s + ne)
             self.lip_points = slice(s + ne, s + ne + nl)
-            self.joint_points = s + ne + nl + np.arange(len(joint_ids))
+            self.anchor_points = s + ne + nl + np.arange(na)
+            self.eye_points = s + ne + nl + na + np.arange(2)
         rest = model.template[model.triangles[landmarks.triangle]]
         rest_points = np.einsum("skc,sk->sc", rest, landmarks.barycentric)
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
@@ -102,10 +103,14 @@ class ShotEnergy:
         # Projected landmarks (C, 2, S') of the frame before frame 0, held fixed (real time).
         self.temporal_anchor: np.ndarray | None = None
 
-    def restricted(self, frames: np.ndarray, temporal_anchor: np.ndarray | None = None) -> "ShotEnergy":
+    def restricted(self, frames: np.ndarray, temporal_anchor: np.ndarray | None = None,
+                   settings: FitSettings | None = None) -> "ShotEnergy":
         """The same energy on some frames only (sharing the rig), optionally with E_temporal
-        pulling the first of them towards fixed projected landmarks of the frame before."""
+        pulling the first of them towards fixed projected landmarks of the frame before, and
+        with other weights."""
         out = copy.copy(self)
+        if settings is not None:
+            out.settings = settings
         out.present, out.mu, out.inv_sigma = self.present[frames], self.mu[frames], self.inv_sigma[frames]
         out.num_frames = len(frames)
         out.temporal_anchor = temporal_anchor
@@ -157,7 +162,7 @@ class ShotEnergy:
         jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
                                   with_identity=with_identity, with_expression=with_expression)
         n, num_points = state.points.shape[:2]
-        d_frame = np.zeros((n, 3, num_points, layout.frame_size))
+        d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
         if with_expression:
             d_frame[..., layout.expression_slice] = jac.expression
         d_frame[..., layout.rotation_slice] = jac.rotation.reshape(n, 3, num_points, -1)
@@ -186,7 +191,7 @@ class ShotEnergy:
                 projected.append((pixels, None, None))
                 continue
             d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
-            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size,))
+            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size,), dtype=np.float32)
             if chunk.d_identity is not None:
                 d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
             focal_col = layout.focal_column(c)
@@ -252,7 +257,7 @@ class ShotEnergy:
 
         # Eyelids outside the eyeball spheres: r = w max(0, radius - |x - c|).
         eyelid = chunk.points[:, self.eyelid_points]
-        eye_point = self.joint_points[geometry.eyelid_eye]
+        eye_point = self.eye_points[geometry.eyelid_eye]
         offset = eyelid - chunk.points[:, eye_point]
         distance = np.linalg.norm(offset, axis=2)
         depth = geometry.eye_radii_m[geometry.eyelid_eye] - distance
@@ -267,12 +272,13 @@ class ShotEnergy:
                 d_rel_id = chunk.d_identity[:, :, self.eyelid_points] - chunk.d_identity[:, :, eye_point]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", normal, d_rel_id))
 
-        # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)).
+        # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)),
+        # x_local = R_joint^T (x - anchor).
         lips = self.lip_points
         for h, hull in enumerate(geometry.hulls):
-            joint_point = self.joint_points[2 + h]
+            anchor_point = self.anchor_points[h]
             rotation = chunk.state.rotations_world[:, hull.joint]                     # (n, 3, 3)
-            relative = chunk.points[:, lips] - chunk.points[:, [joint_point]]          # (n, V, 3)
+            relative = chunk.points[:, lips] - chunk.points[:, [anchor_point]]          # (n, V, 3)
             local = np.einsum("ndc,nvd->nvc", rotation, relative)                    # R^T (x - o)
             signed = local @ hull.normals.T + hull.offsets                           # (n, V, H)
             nearest = np.argmax(signed, axis=2)
@@ -284,7 +290,7 @@ class ShotEnergy:
             # d x_local = R^T (dx - do + [x - o]x A_m) for rotations of the hull joint and its ancestors.
             plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest])  # R n
             scale = np.where(active, -weight, 0.0)[..., None]
-            d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [joint_point]]      # (n, 3, V, p)
+            d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [anchor_point]]      # (n, 3, V, p)
             ancestors = np.flatnonzero(self.rig.subtree[:, hull.joint])
             rotation_cols = d_rel[..., layout.rotation_slice].reshape(n, 3, -1, layout.num_joints, 3)
             world_axes = chunk.jac.world_axes                                        # (n, J, 3, 3)
@@ -293,7 +299,7 @@ class ShotEnergy:
             d_rel[..., layout.rotation_slice] = rotation_cols.reshape(n, 3, -1, 3 * layout.num_joints)
             d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", plane_world, d_rel))
             if chunk.d_identity is not None:
-                d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [joint_point]]
+                d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [anchor_point]]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", plane_world, d_rel_id))
 
         residual = np.concatenate(rows, axis=1)

@@ -22,9 +22,13 @@ MAX_VERTICES_PER_REGION = 48
 
 @dataclasses.dataclass(frozen=True)
 class TeethHull:
+    """Planes around one set of teeth, rotating with ``joint`` and carried by ``anchor_vertex``
+    (a tooth vertex, so the hull follows expressions such as jawOpen as well as the jaw)."""
+
     joint: int
+    anchor_vertex: int
     normals: np.ndarray   # (H, 3) outward
-    offsets: np.ndarray   # (H,) inside when normals @ x_local + offsets < 0
+    offsets: np.ndarray   # (H,) inside when normals @ R^T (x - anchor) + offsets < 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +41,8 @@ class IntersectionGeometry:
     hulls: tuple[TeethHull, ...]
 
     @property
-    def joint_points(self) -> np.ndarray:
-        """Joints whose centres the fitter must track: the eyes, then each hull's joint."""
-        return np.concatenate([self.eye_joints, [h.joint for h in self.hulls]]).astype(int)
+    def anchor_vertices(self) -> np.ndarray:
+        return np.array([h.anchor_vertex for h in self.hulls], dtype=int)
 
 
 def _hull_planes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -50,49 +53,59 @@ def _hull_planes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return hull.equations[:, :3], hull.equations[:, 3]
 
 
+def expression_extremes(model: HeadModel) -> np.ndarray:
+    """(K, E) expression vectors at the ends of each channel's everyday range: +1 for
+    ARKit-style activations, +-2 for PCA-style (signed) expression spaces."""
+    eye = np.eye(model.num_expression)
+    return eye if "jawOpen" in model.expression_names else np.concatenate([2 * eye, -2 * eye])
+
+
 def intersection_geometry(model: HeadModel, max_vertices: int = MAX_VERTICES_PER_REGION) -> IntersectionGeometry:
+    """Eyelid and lip vertices to watch, effective eyeball radii and teeth hulls.
+
+    The neutral mesh and every single expression channel at its extreme count as
+    intersection-free: the radii shrink and lip vertices drop out until that holds, so the
+    term only fires on poses the model itself never makes.
+    """
     template = np.asarray(model.template, dtype=np.float64)
-    joints = np.asarray(model.joint_regressor, dtype=np.float64) @ template
+    basis = np.asarray(model.expression_basis, dtype=np.float64)
+    extremes = expression_extremes(model)
+    poses = np.concatenate([template[None], template[None] + np.einsum("vck,nk->nvc", basis, extremes)])
+    regressor = np.asarray(model.joint_regressor, dtype=np.float64)
+    joints = np.einsum("jv,nvc->njc", regressor, poses)                       # (K+1, J, 3)
     eye_joints = np.asarray(model.eyeball_joints, dtype=int)
-    centres = joints[eye_joints]
 
     eyelid_ids = np.flatnonzero(model.regions["eyelids"])
-    eyelid_eye = np.argmin(np.linalg.norm(template[eyelid_ids, None] - centres[None], axis=2), axis=1)
+    eyelid_eye = np.argmin(np.linalg.norm(template[eyelid_ids, None] - joints[0, eye_joints][None], axis=2), axis=1)
     radii = np.asarray(model.eyeball_radii_m, dtype=np.float64).copy()
     for e in range(2):
-        rest = np.linalg.norm(template[eyelid_ids[eyelid_eye == e]] - centres[e], axis=1)
-        if len(rest):
-            radii[e] = min(radii[e], float(rest.min()) - 2e-4)
+        ids = eyelid_ids[eyelid_eye == e]
+        if len(ids):
+            closest = np.linalg.norm(poses[:, ids] - joints[:, eye_joints[e], None], axis=2).min()
+            radii[e] = min(radii[e], float(closest) - 5e-4)
     keep = eyelid_ids[farthest_points(template[eyelid_ids], max_vertices)]
     keep_eye = eyelid_eye[np.searchsorted(eyelid_ids, keep)]
 
-    hulls = []
+    lip_ids = np.flatnonzero(model.regions["lips"])
     teeth = model.regions.get("teeth")
     if teeth is not None and teeth.any():
         teeth_ids = np.flatnonzero(teeth)
         owner = np.argmax(model.skin_weights[teeth_ids], axis=1)
-        groups = [(j, teeth_ids[owner == j]) for j in np.unique(owner)]
+        groups = [(int(j), teeth_ids[owner == j]) for j in np.unique(owner)]
     else:
-        # No teeth in the model: a hull behind the lips, shrunk towards the mouth centre.
-        lips = np.flatnonzero(model.regions["lips"])
-        centre = template[lips].mean(0)
-        inner = centre + 0.5 * (template[lips] - centre) - np.array([0, 0, 0.008])
-        owner = int(np.argmax(model.skin_weights[lips].sum(0)))
-        groups = [(owner, None)]
-        points_by_group = {owner: inner}
+        groups = []  # no teeth: nothing for the lips to intersect
+    hulls = []
     for j, ids in groups:
-        points = template[ids] if ids is not None else points_by_group[j]
-        if len(points) < 4:
-            continue
-        planes = _hull_planes(points - joints[j])
+        centroid = template[ids].mean(0)
+        anchor = int(ids[np.argmin(np.linalg.norm(template[ids] - centroid, axis=1))])
+        planes = _hull_planes(template[ids] - template[anchor]) if len(ids) >= 4 else None
         if planes is not None:
-            hulls.append(TeethHull(int(j), planes[0], planes[1]))
+            hulls.append(TeethHull(j, anchor, planes[0], planes[1]))
 
-    lip_ids = np.flatnonzero(model.regions["lips"])
     outside = np.ones(len(lip_ids), bool)
-    for hull in hulls:
-        local = template[lip_ids] - joints[hull.joint]
-        outside &= np.max(local @ hull.normals.T + hull.offsets, axis=1) > 1e-4
+    for hull in hulls:  # rest and extremes: no rotation, so the local frame is a translation
+        local = poses[:, lip_ids] - poses[:, [hull.anchor_vertex]]
+        outside &= np.min(np.max(local @ hull.normals.T + hull.offsets, axis=2), axis=0) > 1e-4
     lip_ids = lip_ids[outside]
     lip_ids = lip_ids[farthest_points(template[lip_ids], max_vertices)]
     return IntersectionGeometry(keep, keep_eye, eye_joints, radii, lip_ids, tuple(hulls))

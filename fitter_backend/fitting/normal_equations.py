@@ -37,12 +37,12 @@ class NormalEquations:
         J^T J is formed in float32 (twice the speed; Gauss-Newton only needs it approximately),
         the gradient J^T r in float64 (it decides where the solve converges).
         """
-        d_frame32 = d_frame.astype(np.float32)
+        d_frame32 = d_frame.astype(np.float32, copy=False)
         d_frame_t = d_frame32.transpose(0, 2, 1)
         self.frame_frame[frames] += d_frame_t @ d_frame32
         self.frame_gradient[frames] += (d_frame.transpose(0, 2, 1) @ residual[..., None])[..., 0]
         if d_shared is not None:
-            d_shared32 = d_shared.astype(np.float32)
+            d_shared32 = d_shared.astype(np.float32, copy=False)
             self.frame_shared[frames] += d_frame_t @ d_shared32
             flat = d_shared32.reshape(-1, d_shared.shape[-1])
             self.shared_shared += flat.T @ flat

@@ -136,7 +136,8 @@ def build_point_rig(model: HeadModel, points: SurfacePoints | None = None,
     point_joint_weight[pair_point, slot] = pair_weight
 
     def stacked(basis: np.ndarray) -> np.ndarray:
-        dense = np.zeros((len(skinning_joints), 3, num_surface, basis.shape[2]))
+        # float32: these products are memory-bound and only feed Gauss-Newton Jacobians.
+        dense = np.zeros((len(skinning_joints), 3, num_surface, basis.shape[2]), dtype=np.float32)
         dense[slot, :, pair_point] = basis
         return dense.reshape(3 * len(skinning_joints), -1)
 
@@ -196,7 +197,8 @@ class PointJacobians:
 
 def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarray, joint_basis: np.ndarray
                       ) -> np.ndarray:
-    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K).
+    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K)
+    float32.
 
     Per point: sum_j R_j U_sj + wbar_sj (d o_j - R_j d J_j); both sums are single matrix products.
     """
@@ -210,8 +212,8 @@ def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarra
     joints = rig.skinning_joints
     d_offset = d_origin[:, joints] - state.rotations_world[:, joints] @ joint_basis[joints][None]  # (N, J', 3, K)
     rotations = state.rotations_world[:, joints].transpose(0, 2, 1, 3).reshape(num_frames, 3, -1)  # (N, 3, 3J')
-    out = (rotations @ stacked_basis).reshape(num_frames, 3, num_points, k)
-    out += rig.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)  # (S, J') @ (N, 3, J', K)
+    out = (rotations.astype(np.float32) @ stacked_basis).reshape(num_frames, 3, num_points, k)
+    out += (rig.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)).astype(np.float32)  # (S, J') @ (N, 3, J', K)
     return out
 
 

@@ -64,6 +64,33 @@ def frame_flags(frame_rms: np.ndarray, present: np.ndarray, settings: FitSetting
     return flags
 
 
+def identity_keyframes(present: np.ndarray, count: int) -> np.ndarray | None:
+    """Frames (spread evenly over those with landmarks) on which identity and cameras are
+    solved first, or None when the shot is short enough to solve whole from the start."""
+    observed = np.flatnonzero(present.any(axis=(1, 2)))
+    if count <= 0 or len(observed) <= 1.5 * count:
+        return None
+    return observed[np.unique(np.linspace(0, len(observed) - 1, count).round().astype(int))]
+
+
+def _fit_keyframes(energy: ShotEnergy, params: Parameters, layout: Layout, stages: list,
+                   keyframes: np.ndarray, settings: FitSettings, log: SolveLog) -> Parameters:
+    """All three stages on the keyframes alone (not neighbours: no temporal term); the
+    identity and cameras found there are kept for the whole shot."""
+    sub_energy = energy.restricted(keyframes, settings=dataclasses.replace(settings, temporal_weight=0.0))
+    sub = Parameters(params.identity, params.expression[keyframes], params.rotations[keyframes],
+                     params.translation_m[keyframes], params.cameras)
+    for (_, active), iterations in zip(stages, settings.stage_iterations):
+        if iterations:
+            sub, _ = levenberg_marquardt(sub_energy, sub, layout, active, iterations,
+                                         settings.relative_tolerance, log)
+    out = params.copy()
+    out.identity, out.cameras = sub.identity.copy(), sub.cameras.copy()
+    out.expression[keyframes], out.rotations[keyframes] = sub.expression, sub.rotations
+    out.translation_m[keyframes] = sub.translation_m
+    return out
+
+
 def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Observations, cameras: Cameras,
                  settings: FitSettings = FitSettings(), initial: Parameters | None = None,
                  progress: Progress | None = None) -> FitResult:
@@ -79,13 +106,22 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     timings = {"initialise_s": time.perf_counter() - started}
     log = SolveLog()
     stages = stage_actives(layout, params.cameras)
-    for (name, active), iterations in zip(stages, settings.stage_iterations):
+    keyframes = identity_keyframes(energy.present, settings.identity_keyframes)
+    plan = ([("identity keyframes", None, 0)] if keyframes is not None else [])
+    plan += [(name, active, iterations) for (name, active), iterations in zip(stages, settings.stage_iterations)]
+    if keyframes is not None:
+        # Identity and cameras come from the keyframes; all frames then follow with them fixed,
+        # and a short joint polish brings everything to the optimum of the whole shot.
+        plan = [plan[0], plan[1], plan[2], ("polish", stages[2][1], settings.polish_iterations)]
+    for step, (name, active, iterations) in enumerate(plan):
         if progress:
-            progress(f"fitting: {name}", stages.index((name, active)) / len(stages))
+            progress(f"fitting: {name}", step / len(plan))
         t0 = time.perf_counter()
-        if iterations:
-            params, evaluation = levenberg_marquardt(energy, params, layout, active, iterations,
-                                                     settings.relative_tolerance, log)
+        if active is None:
+            params = _fit_keyframes(energy, params, layout, stages, keyframes, settings, log)
+        elif iterations:
+            params, _ = levenberg_marquardt(energy, params, layout, active, iterations,
+                                            settings.relative_tolerance, log)
         timings[f"{name}_s"] = time.perf_counter() - t0
     evaluation = energy.evaluate(params, layout, derivatives=False)
     if progress:
