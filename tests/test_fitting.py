@@ -8,7 +8,7 @@ import pytest
 from fitter_backend.bench.metrics import identity_error_mm
 from fitter_backend.errors import FitError
 from fitter_backend.fitting import point_rig, realtime, sequence, synthetic
-from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.cameras import Cameras, project
 from fitter_backend.fitting.energy import TERMS, ShotEnergy
 from fitter_backend.fitting.intersection import TeethHull
 from fitter_backend.fitting.normal_equations import NormalEquations, solve
@@ -181,8 +181,15 @@ def test_frames_without_landmarks_are_flagged_and_interpolated(open_head):
     assert result.flags[5] == [sequence.NO_LANDMARKS] and result.flags[6] == [sequence.NO_LANDMARKS]
     assert np.isnan(result.frame_rms[5])
     assert result.report["frames_without_landmarks"] == 2
-    # The temporal term carries the pose through the gap, close to the truth.
-    assert np.allclose(result.params.translation_m[5:7], shot.truth.translation_m[5:7], atol=0.01)
+    # The temporal term carries the head through the gap: it projects where the truth does.
+    def pixels(params):
+        posed = lbs.posed_vertices(open_head, params.identity, params.expression, params.rotations,
+                                   params.translation_m)
+        points = lbs.surface_points(posed, open_head.triangles, landmarks)
+        return project(points, shot.truth.cameras, 0, derivatives=False).pixels
+
+    gap_error_px = np.linalg.norm(pixels(result.params)[5:7] - pixels(shot.truth)[5:7], axis=-1)
+    assert np.median(gap_error_px) < 6.0
 
 
 def test_realtime_mode_is_causal_and_accurate(open_head):
