@@ -1,6 +1,8 @@
 """Command line: ``python -m fitter_backend COMMAND ...`` (run ``--help`` on any command).
 
   setup                    build what the backend needs (open head, face models) in the data folder
+  fit VIDEO [VIDEO ...] --out DIR
+                           the end-to-end job: decode, ROI, landmarks, fit, previews
   demo [--out DIR]         the main job on the embedded default (see ``demo --help``)
   head-model info SPEC     vertex/channel counts and sizes of a head model
   head-model build         (re)build the open head
@@ -13,6 +15,7 @@ Errors are reported as one line, ``error: ...``, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -103,6 +106,50 @@ def _head_model(args: argparse.Namespace) -> int:
     return render_main([args.action, *args.render_args])
 
 
+class TerminalProgress:
+    """A progress line with ETA on a terminal, or JSON lines (``--progress json``) for tools."""
+
+    def __init__(self, style: str):
+        self.style = style
+        self.started = time.perf_counter()
+        self.last_print = 0.0
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        now = time.perf_counter()
+        elapsed = now - self.started
+        eta_s = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
+        if self.style == "json":
+            print(json.dumps({"type": "progress", "stage": stage, "fraction": round(fraction, 4),
+                              "eta_s": None if eta_s is None else round(eta_s, 1), "message": message}),
+                  flush=True)
+            return
+        if now - self.last_print < 0.2 and stage != "done":
+            return
+        self.last_print = now
+        eta = "" if eta_s is None else f"  ETA {eta_s:4.0f} s"
+        bar = "#" * int(30 * fraction)
+        line = f"\r[{bar:<30}] {100 * fraction:5.1f}%  {stage:<10}{eta}  {message[:40]:<40}"
+        print(line, end="\n" if stage == "done" else "", file=sys.stderr, flush=True)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from fitter_backend.pipeline import FitJob, fit_videos
+    frame_range = None
+    if args.start is not None or args.stop is not None:
+        frame_range = (args.start or 0, args.stop)
+    job = FitJob(videos=tuple(Path(v) for v in args.videos), out=Path(args.out), head=args.head,
+                 calibration=Path(args.camera) if args.camera else None, realtime=args.realtime,
+                 frame_range=frame_range, stride=args.stride, landmarks=args.landmarks, device=args.device,
+                 previews=not args.no_previews)
+    out = fit_videos(job, progress=TerminalProgress(args.progress))
+    report = json.loads((out / "report.json").read_text())
+    print(f"fitted {report['frames_fitted']} of {report['frames']} frames "
+          f"({len(report['frames_flagged'])} flagged) in {report['timings']['total_s']:.1f} s: {out}")
+    for note in report["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fitter_backend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=60)
     demo.add_argument("--landmarks", type=int, default=700)
     demo.set_defaults(run=_demo)
+    fit = commands.add_parser("fit", help="fit videos: decode, ROI, landmarks, fit, previews",
+                              description="Fit one video, or several synchronised videos with --camera "
+                                          "calib.json. Writes landmarks.npz, fit.npz, fit.json, report.json "
+                                          "and previews/ into --out (atomically).")
+    fit.add_argument("videos", nargs="+", help="video files or image sequences (one per camera)")
+    fit.add_argument("--out", required=True, help="result folder (replaced only when the job succeeds)")
+    fit.add_argument("--head", default="open", help="open (default) or a FLAME .pkl")
+    fit.add_argument("--camera", help="calibration JSON (docs/landmark_models.md)")
+    fit.add_argument("--realtime", action="store_true", help="frame-by-frame real-time mode")
+    fit.add_argument("--start", type=int, help="first frame (default 0)")
+    fit.add_argument("--stop", type=int, help="frame to stop before (default: the end)")
+    fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    fit.add_argument("--landmarks", default="face_mesh_468", help="landmark model (face_mesh_468, face_mesh_478)")
+    fit.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
+    fit.add_argument("--progress", default="bar", choices=("bar", "json"),
+                     help="bar: a terminal progress line; json: JSON lines on stdout")
+    fit.set_defaults(run=_fit)
     head = commands.add_parser("head-model", help="inspect, build or look at head models",
                                description="info SPEC | build [--force] | obj|png|showcase --out FILE "
                                            "[--model X.npz] [--expression NAME=V] [--joint NAME=X,Y,Z] "

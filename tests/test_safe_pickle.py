@@ -165,12 +165,12 @@ def test_arrays_and_sparse_matrices_round_trip(protocol):
 
 
 def test_python2_chumpy_style_reads_back():
-    class Ch:  # written under chumpy's names, as FLAME's Python 2 files hold it
+    class Ch:  # written under chumpy's names with the state chumpy pickles
         def __init__(self, x):
             self.x = x
 
         def __reduce_ex__(self, protocol):
-            return copyreg.__newobj__, (type(self),), {"x": self.x}
+            return copyreg.__newobj__, (type(self),), {"x": self.x, "_dirty_vars": {"x"}, "_itr": None}
 
     Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
     value = np.random.default_rng(0).normal(size=(7, 3, 4))
@@ -178,12 +178,13 @@ def test_python2_chumpy_style_reads_back():
     dump_python2({"shapedirs": Ch(value), "bs_style": "lbs", "f": np.arange(6, dtype=np.uint32).reshape(2, 3)},
                  buffer)
     raw = buffer.getvalue()
-    assert b"cnumpy.core.multiarray\n_reconstruct" in raw and b"cchumpy.ch\nCh" in raw
+    assert b"cnumpy.core.multiarray\n_reconstruct" in raw and b"cchumpy.ch\nCh" in raw and b"c__builtin__\nset" in raw
     opcodes = {op.name for op, _, _ in pickletools.genops(raw)}
     assert "SHORT_BINSTRING" in opcodes and not opcodes & {"BINUNICODE", "SHORT_BINUNICODE", "BINBYTES"}
     loaded = safe_load(io.BytesIO(raw))
     assert isinstance(loaded["shapedirs"], ChumpyStandIn)
     assert np.array_equal(as_array(loaded["shapedirs"], "shapedirs"), value)
+    assert loaded["shapedirs"].state["_dirty_vars"] == {"x"}
     assert loaded["bs_style"] == "lbs" and loaded["f"].dtype == np.uint32
 
 

@@ -75,3 +75,13 @@ def jitter_mm(vertices: np.ndarray) -> float:
         return float("nan")
     acceleration = vertices[2:] - 2.0 * vertices[1:-1] + vertices[:-2]
     return float(MM_PER_M * np.mean(np.linalg.norm(acceleration, axis=-1)))
+
+
+def jitter_error_mm(fitted: np.ndarray, truth: np.ndarray) -> float:
+    """Mean norm in mm of the acceleration of the fit's error, |a_fitted - a_true| over frames
+    and vertices of (N, V, 3) positions: the jitter the fit adds to the true motion."""
+    if len(fitted) < 3:
+        return float("nan")
+    error = fitted - truth
+    acceleration = error[2:] - 2.0 * error[1:-1] + error[:-2]
+    return float(MM_PER_M * np.mean(np.linalg.norm(acceleration, axis=-1)))

@@ -6,7 +6,8 @@ is looked up in a fixed table and nothing is ever imported:
 
 - numpy array and dtype reconstruction (old ``numpy.core`` and numpy 2 ``numpy._core``
   names), through wrappers that check their arguments;
-- ``_codecs.encode`` as Python 3 writes bytes at protocol 2 (str, 'latin1' only);
+- ``_codecs.encode`` as Python 3 writes bytes at protocol 2 (str, 'latin1' only), and
+  ``set``/``frozenset`` (chumpy's pickled state holds a set);
 - scipy sparse matrices and every ``chumpy`` class become inert stand-ins that only keep
   their pickled state (:class:`SparseStandIn`, :class:`ChumpyStandIn`);
   :func:`as_array` turns a loaded value into a plain ndarray.
@@ -139,6 +140,8 @@ def _admitted(module: str, name: str):
         return _reconstructor
     if module in ("__builtin__", "builtins") and name == "object":
         return object  # only ever an argument of _reconstructor; object() does nothing
+    if module in ("__builtin__", "builtins") and name in ("set", "frozenset"):
+        return {"set": set, "frozenset": frozenset}[name]  # chumpy's pickled state holds sets
     if module in _SPARSE_MODULES and name in _SPARSE_CLASSES:
         return _stand_in(SparseStandIn, module, name)
     if (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():

@@ -126,8 +126,8 @@ def _build_geometry(source: HeadModel) -> dict:
     eye_level = np.abs(vertices[:, 1] - eye_centres[:, 1].mean()) < 0.01
     centre = np.array([eye_centres[:, 0].mean(), eye_centres[:, 1].mean() - 0.01,
                        0.5 * (vertices[eye_level, 2].max() + vertices[eye_level, 2].min())])
-    # The neck opening: the cone from the centre through the source's neck cut, a little
-    # narrower so that its rim rays still meet the neck.
+    # The neck opening: the cone from the centre through the source's neck cut, widened a
+    # little so that the rays along its rim still meet the neck.
     neck_cut = vertices[_lowest_boundary_loop(vertices, source.triangles)]
     axis = neck_cut.mean(0) - centre
     axis /= np.linalg.norm(axis)
@@ -320,13 +320,15 @@ def _convex_weights(points: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 # -- the Python 2 / chumpy pickle style ------------------------------------------------------
 class _ChumpyCh:
-    """Written as ``chumpy.ch.Ch`` with its value in the state's 'x', as chumpy pickles it."""
+    """Written as ``chumpy.ch.Ch``: chumpy pickles its ``__dict__`` without the weak
+    references, so the state holds the value 'x' and bookkeeping (a set among it)."""
 
     def __init__(self, x: np.ndarray):
-        self.x = x
+        self.state = {"_dirty_vars": set(), "_itr": None, "_depends_on_deps": {}, "_make_dense": False,
+                      "_make_sparse": False, "x": x}
 
     def __reduce_ex__(self, protocol):
-        return copyreg.__newobj__, (type(self),), {"x": self.x}
+        return copyreg.__newobj__, (type(self),), self.state
 
 
 class _OldCscMatrix:
@@ -376,7 +378,7 @@ class _Python2Pickler(pickle._Pickler):
 
     def save_global(self, obj, name=None) -> None:
         module, qualname = _PY2_GLOBALS.get(obj, (obj.__module__, name or obj.__qualname__))
-        module = module.replace("numpy._core", "numpy.core")
+        module = "__builtin__" if module == "builtins" else module.replace("numpy._core", "numpy.core")
         self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("ascii"))
         self.memoize(obj)
 

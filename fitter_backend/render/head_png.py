@@ -15,7 +15,7 @@ from fitter_backend.errors import FacecapError, HeadModelError
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 from fitter_backend.render.camera import orbit_camera, to_pixels_depth
-from fitter_backend.render.rasterise import rasterise
+from fitter_backend.render.rasterise import RasterBuffers, rasterise
 from fitter_backend.render.shading import DirectionalLight, shade, to_uint8, vertex_normals
 from fitter_backend.render.visibility import visible_points
 
@@ -120,6 +120,26 @@ def framing_camera(model: HeadModel, size: int, yaw_deg: float, pitch_deg: float
     return rotation, translation, 0.5 * size / np.tan(half_fov)
 
 
+def render_clay(model: HeadModel, vertices: np.ndarray, size: int, yaw_deg: float, pitch_deg: float,
+                fov_deg: float) -> tuple[np.ndarray, RasterBuffers, np.ndarray, float]:
+    """Clay render of posed ``vertices`` (V, 3) framed by :func:`framing_camera`.
+
+    Returns the BGR uint8 image, the raster buffers (which triangle and where, per pixel),
+    the camera-space vertices and the focal length in pixels.
+    """
+    rotation, translation, focal_px = framing_camera(model, size, yaw_deg, pitch_deg, fov_deg)
+    vertices_cam = vertices @ rotation.T + translation
+    pixels = to_pixels_depth(vertices_cam, focal_px, (size, size))
+    raster = rasterise(pixels, model.triangles, (size, size))
+    albedo = np.tile(np.asarray(CLAY, dtype=np.float32), (model.num_vertices, 1))
+    for region, tint in REGION_TINTS.items():
+        if region in model.regions:
+            albedo[model.regions[region]] = tint
+    linear = shade(raster, model.triangles, vertex_normals(vertices_cam, model.triangles), albedo,
+                   list(STUDIO_LIGHTS), AMBIENT, positions=vertices_cam, background=BACKGROUND)
+    return to_uint8(linear[..., ::-1]), raster, vertices_cam, focal_px                # RGB -> BGR
+
+
 def render_head(model: HeadModel, identity=None, expression=None, joint_rotations=None, size: int = 512,
                 yaw_deg: float = 25.0, pitch_deg: float = 5.0, fov_deg: float = 20.0,
                 points: bool | Sequence[str] = False, supersample: int = 2) -> np.ndarray:
@@ -135,17 +155,7 @@ def render_head(model: HeadModel, identity=None, expression=None, joint_rotation
         raise FacecapError(f"render_head: size must be >= 16 and supersample >= 1, got {size}, {supersample}")
     vertices = posed_mesh(model, identity, expression, joint_rotations)
     full = size * supersample
-    rotation, translation, focal_px = framing_camera(model, full, yaw_deg, pitch_deg, fov_deg)
-    vertices_cam = vertices @ rotation.T + translation
-    pixels = to_pixels_depth(vertices_cam, focal_px, (full, full))
-    raster = rasterise(pixels, model.triangles, (full, full))
-    albedo = np.tile(np.asarray(CLAY, dtype=np.float32), (model.num_vertices, 1))
-    for region, tint in REGION_TINTS.items():
-        if region in model.regions:
-            albedo[model.regions[region]] = tint
-    linear = shade(raster, model.triangles, vertex_normals(vertices_cam, model.triangles), albedo,
-                   list(STUDIO_LIGHTS), AMBIENT, positions=vertices_cam, background=BACKGROUND)
-    image = to_uint8(linear[..., ::-1])                                        # RGB -> BGR
+    image, raster, vertices_cam, focal_px = render_clay(model, vertices, full, yaw_deg, pitch_deg, fov_deg)
     if supersample > 1:
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     if points:

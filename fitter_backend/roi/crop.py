@@ -54,7 +54,7 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 def warp_crop(image: np.ndarray, transform: CropTransform, out_size: int) -> np.ndarray:
     """The (out_size, out_size, C) crop of ``image`` through ``transform``; outside is black.
 
-    Bilinear sampling; each factor of two of down-scaling beyond the first is done by
+    Bilinear sampling; each whole factor of two of down-scaling is first done by
     ``cv2.pyrDown`` on the covered region only, so big 4K heads crop fast and without aliasing.
     """
     matrix = transform.matrix
@@ -66,7 +66,7 @@ def warp_crop(image: np.ndarray, transform: CropTransform, out_size: int) -> np.
         x0, y0 = np.floor(corners.min(0)).astype(int) - margin
         x1, y1 = np.ceil(corners.max(0)).astype(int) + margin
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-        if x1 - x0 < 2 ** (levels + 1) or y1 - y0 < 2 ** (levels + 1):
+        if x1 - x0 < 2 ** (levels + 1) or y1 - y0 < 2 ** (levels + 1):  # (almost) all outside the image
             return np.zeros((out_size, out_size) + image.shape[2:], image.dtype)
         image = image[y0:y1, x0:x1]
         matrix = _compose(matrix, np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]]))

@@ -35,17 +35,24 @@ ATTRIBUTION_FILE = "ATTRIBUTION.txt"
 __all__ = ["build_open_head", "load_open_head"]
 
 
+def _is_current(target: Path, attribution: Path) -> bool:
+    """Built, completely (the attribution is written last) and by this recipe."""
+    try:
+        return target.is_file() and attribution.read_text(encoding="utf-8") == ATTRIBUTION
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def build_open_head(force: bool = False, progress: Callable[[str], None] = print) -> Path:
-    """Build the open head model file unless it exists (or ``force``); returns its path."""
+    """Build the open head model file unless it is there already (or ``force``); returns its path."""
     target = paths.open_head_path()
     attribution = target.with_name(ATTRIBUTION_FILE)
-    if target.is_file() and attribution.is_file() and not force:
+    if not force and _is_current(target, attribution):
         return target
     started = time.perf_counter()
     model = build_head_model(fetch_wheel(progress), progress).validate("the freshly built open head")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    attribution.write_text(ATTRIBUTION, encoding="utf-8")
     model.save_npz(target)
+    attribution.write_text(ATTRIBUTION, encoding="utf-8")
     progress(f"built the open head ({model.num_vertices} vertices, {len(model.triangles)} triangles, "
              f"{model.num_identity} identity and {model.num_expression} expression components) "
              f"in {time.perf_counter() - started:.1f} s: {target}")

@@ -66,66 +66,80 @@ class Sliders:
     macro: dict[tuple[str, ...], int]              # (race|"universal", gender, age[, muscle, weight]) -> column
 
 
-def _modifier_targets(data: AnnyData) -> tuple[list[str], list, list, list]:
-    """Target names of the head modifiers and their slider structure (indices into names)."""
+class _TargetList:
+    """Target names in column order."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def add(self, name: str) -> int:
+        self.names.append(name)
+        return len(self.names) - 1
+
+
+def _modifier_sliders(data: AnnyData, targets: _TargetList) -> tuple[list, list, list]:
+    """The head modifiers of target.json: bipolar, left/right and one-sided sliders."""
     catalogue = read_json(data, f"{TARGETS}/target.json")
-    names: list[str] = []
-
-    def column(group: str, target: str) -> int:
-        names.append(f"{group}/{target}.target.gz")
-        return len(names) - 1
-
     bipolar, sided, one_sided = [], [], []
     for group in MODIFIER_GROUPS:
         for category in catalogue[group]["categories"]:
-            ends = category.get("opposites")
+            ends = {key: f"{group}/{target}.target.gz" for key, target in category.get("opposites", {}).items()}
             if not ends:
-                one_sided.extend(column(group, t) for t in category["targets"])
+                one_sided.extend(targets.add(f"{group}/{t}.target.gz") for t in category["targets"])
             elif category["has_left_and_right"]:
-                sided.append(tuple((column(group, ends[f"negative-{side}"]), column(group, ends[f"positive-{side}"]))
+                sided.append(tuple((targets.add(ends[f"negative-{side}"]), targets.add(ends[f"positive-{side}"]))
                                    for side in ("left", "right")))
             else:
                 sigma = HEAD_SIZE_SIGMA if category["name"].startswith("head-scale-") else MODIFIER_SIGMA
-                bipolar.append((column(group, ends["negative-unsided"]), column(group, ends["positive-unsided"]),
-                                sigma))
-    return names, bipolar, sided, one_sided
+                bipolar.append((targets.add(ends["negative-unsided"]), targets.add(ends["positive-unsided"]), sigma))
+    return bipolar, sided, one_sided
+
+
+def _asymmetry_sliders(data: AnnyData, targets: _TargetList) -> list[tuple[int, int]]:
+    """asym-<part>-<n>-r / -l: the two ends of one asymmetry slider."""
+    available = set(data.names(f"{TARGETS}/asym"))
+    sliders = []
+    for part in ASYMMETRY_PARTS:
+        for n in range(1, 10):
+            right, left = (f"asym/asym-{part}-{n}-{side}.target.gz" for side in ("r", "l"))
+            if f"{TARGETS}/{right}" in available and f"{TARGETS}/{left}" in available:
+                sliders.append((targets.add(right), targets.add(left)))
+    return sliders
+
+
+def _macro_targets(targets: _TargetList) -> dict[tuple[str, ...], int]:
+    """Ancestry x gender x age targets and the universal muscle/weight corrections of each
+    gender and age (the all-average one is empty: the ancestry targets are the average build)."""
+    macro = {}
+    for gender in GENDERS:
+        for age in AGES:
+            for race in RACES:
+                macro[(race, gender, age)] = targets.add(f"macrodetails/{race}-{gender}-{age}.target.gz")
+            for muscle in LEVELS:
+                for weight in LEVELS:
+                    if muscle != "average" or weight != "average":
+                        macro[("universal", gender, age, muscle, weight)] = targets.add(
+                            f"macrodetails/universal-{gender}-{age}-{muscle}muscle-{weight}weight.target.gz")
+    return macro
 
 
 def load_shape_space(data: AnnyData, probe_ids: np.ndarray, num_vertices: int,
                      progress: Callable[[str], None] = print) -> tuple[ShapeSpace, Sliders]:
     """Read every identity target, keeping the rows of ``probe_ids`` (base-mesh vertices)."""
-    names, bipolar, sided, one_sided = _modifier_targets(data)
-    asymmetry = []
-    for part in ASYMMETRY_PARTS:
-        for n in range(1, 10):
-            right, left = (f"asym/asym-{part}-{n}-{s}.target.gz" for s in ("r", "l"))
-            if f"{TARGETS}/{left}" in data.names(f"{TARGETS}/asym"):
-                names.extend((right, left))
-                asymmetry.append((len(names) - 2, len(names) - 1))
-    macro = {}
-    for gender in GENDERS:
-        for age in AGES:
-            for race in RACES:
-                names.append(f"macrodetails/{race}-{gender}-{age}.target.gz")
-                macro[(race, gender, age)] = len(names) - 1
-            for muscle in LEVELS:
-                for weight in LEVELS:
-                    if muscle == weight == "average":
-                        continue  # the ancestry targets already are the average build
-                    names.append(f"macrodetails/universal-{gender}-{age}-{muscle}muscle-{weight}weight.target.gz")
-                    macro[("universal", gender, age, muscle, weight)] = len(names) - 1
-    progress(f"reading {len(names)} MakeHuman identity targets")
+    targets = _TargetList()
+    bipolar, sided, one_sided = _modifier_sliders(data, targets)
+    sliders = Sliders(bipolar, sided, one_sided, _asymmetry_sliders(data, targets), _macro_targets(targets))
+    progress(f"reading {len(targets.names)} MakeHuman identity targets")
     unique_ids, rows_of_probes = np.unique(probe_ids, return_inverse=True)  # probes may repeat
     row_of = np.full(num_vertices, -1)
     row_of[unique_ids] = np.arange(len(unique_ids))
-    directions = np.zeros((len(names), len(unique_ids), 3))
-    for k, name in enumerate(names):
+    directions = np.zeros((len(targets.names), len(unique_ids), 3))
+    for k, name in enumerate(targets.names):
         ids, offsets = parse_target(data.read(f"{TARGETS}/{name}"), num_vertices, name)
         rows = row_of[ids]
         inside = rows >= 0
         directions[k, rows[inside]] = offsets[inside] * METRES_PER_UNIT
-    return (ShapeSpace(tuple(names), directions[:, rows_of_probes]),
-            Sliders(bipolar, sided, one_sided, asymmetry, macro))
+    return ShapeSpace(tuple(targets.names), directions[:, rows_of_probes]), sliders
 
 
 def _bipolar(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -59,13 +59,12 @@ def front_view(vertices: np.ndarray, triangles: np.ndarray, bounds_xy: tuple[flo
     width = int(np.ceil((x_max - x_min) / pixel_m)) + 1
     height = int(np.ceil((y_max - y_min) / pixel_m)) + 1
     view = FrontView(np.full((height, width), -1), np.full((height, width), -np.inf), x_min, y_max, pixel_m)
-    corners_px = view.to_pixel(vertices[:, :2])
-    for t, tri in enumerate(triangles):
-        rc = corners_px[tri]
-        r0, c0 = np.maximum(np.ceil(rc.min(0)).astype(int), 0)
-        r1, c1 = np.minimum(np.floor(rc.max(0)).astype(int), [height - 1, width - 1])
-        if r0 > r1 or c0 > c1:
-            continue
+    corners_px = view.to_pixel(vertices[triangles][:, :, :2])  # (F, 3, 2) row, col
+    first = np.maximum(np.ceil(corners_px.min(1)).astype(int), 0)
+    last = np.minimum(np.floor(corners_px.max(1)).astype(int), [height - 1, width - 1])
+    for t in np.flatnonzero(np.all(first <= last, axis=1)):  # triangles covering a pixel centre
+        tri = triangles[t]
+        (r0, c0), (r1, c1) = first[t], last[t]
         rows, cols = np.mgrid[r0:r1 + 1, c0:c1 + 1]
         weights = barycentric_2d(vertices[tri, :2], view.to_xy(rows, cols))
         inside = np.all(weights >= -1e-9, axis=-1)

@@ -66,6 +66,7 @@ def head_regions(data: AnnyData, head: HeadMesh, template: np.ndarray,
 
     blink = np.maximum(moved("eyeBlinkLeft"), moved("eyeBlinkRight"))
     eyelids = skin & (masks["eyelid_rims"] | (blink >= BLINK_MOVES_M))
+    eyelids |= eyelids[mirror]
     lips = masks["lips"]
     lips_lower = lips & (-expression_basis[:, 1, ARKIT_NAMES.index("jawOpen")] >= LOWER_LIP_MOVES_M)
     ears = masks["ears"]

@@ -271,10 +271,13 @@ def place_semantic_points(template: np.ndarray, triangles: np.ndarray, parts: di
     part[parts["eyeball_left"]] = EYE_LEFT
     part[parts["eyeball_right"]] = EYE_RIGHT
     triangle_part = np.where((part[triangles] == part[triangles[:, :1]]).all(1), part[triangles[:, 0]], -1)
-    skin_xy = template[parts["skin"], :2]
-    bounds = (skin_xy[:, 0].min() - 0.005, skin_xy[:, 0].max() + 0.005,
-              skin_xy[:, 1].min() - 0.005, skin_xy[:, 1].max() + 0.005)
-    scene = _Scene(template, triangles, triangle_part, bounds)
+    # Only the face and the eyeballs can be seen from the front where the points lie.
+    face = regions["face"][triangles].all(1)
+    in_front = face | (triangle_part[:, None] == [EYE_LEFT, EYE_RIGHT]).any(1)
+    face_xy = template[regions["face"], :2]
+    bounds = (face_xy[:, 0].min() - 0.005, face_xy[:, 0].max() + 0.005,
+              face_xy[:, 1].min() - 0.005, face_xy[:, 1].max() + 0.005)
+    scene = _Scene(template, triangles, triangle_part, bounds, keep=in_front)
 
     pixels = _eye_pixels(scene)
     corners = np.array([scene.xy(*pixels[f"ibug_{k}"]) for k in (36, 39, 42, 45)])
@@ -294,7 +297,7 @@ def place_semantic_points(template: np.ndarray, triangles: np.ndarray, parts: di
     lip_row = scene.pixel(template[triangles[points["ibug_62"][0]]].T[:2] @ points["ibug_62"][1])[0]
     pixels.update(_nose_pixels(scene, eye_row, lip_row, eye_width_m))
     points.update({name: scene.point(pixel, name) for name, pixel in pixels.items()})
-    face_only = _Scene(template, triangles, triangle_part, bounds, keep=regions["face"][triangles].all(1))
+    face_only = _Scene(template, triangles, triangle_part, bounds, keep=face)
     points.update(_jaw_points(face_only, eye_row))
     points.update(nose_tip=points["ibug_30"], subnasale=points["ibug_33"], chin=points["ibug_08"])
     points.update(_anatomical_points(scene, template, triangles, parts, regions["ears"]))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
+from fitter_backend.errors import HeadModelError
 from fitter_backend.head_models.open_head.head_mesh import HeadMesh
-from fitter_backend.head_models.open_head.makehuman import joint_vertex_ids
+from fitter_backend.head_models.open_head.makehuman import SKIN_WEIGHTS, joint_vertex_ids
 
 JOINT_NAMES = ("root", "neck", "head", "jaw", "eye_L", "eye_R")
 JOINT_PARENTS = np.array([-1, 0, 1, 2, 2, 2], dtype=np.int32)
@@ -25,7 +26,7 @@ RIGID_PARTS = {"eyeball_left": "eye_L", "eyeball_right": "eye_R", "teeth_upper":
 
 # Joint regressor fit: candidate vertices within this distance of the joint, how strongly
 # the rest location, staying put under expressions, and spreading the weights count.
-CANDIDATE_RADIUS_M = 0.09
+CANDIDATE_RADIUS_M = 0.07
 REST_WEIGHT = 10.0
 EXPRESSION_WEIGHT = 3.0
 SPREAD_WEIGHT = 0.002
@@ -48,11 +49,15 @@ def fold_skin_weights(rig: dict, bones: list[str], weights: np.ndarray, head: He
     kept_weights = weights[head.vertex_ids]
     for column, joint in column_of.items():
         folded[:, joint] += kept_weights[:, column]
+    # The eye joints carry the eyeballs only (the rig lets the lids follow the gaze a little).
+    eyes = [JOINT_NAMES.index("eye_L"), JOINT_NAMES.index("eye_R")]
+    folded[:, JOINT_NAMES.index("head")] += folded[:, eyes].sum(1)
+    folded[:, eyes] = 0.0
     for part, joint in RIGID_PARTS.items():
         folded[head.parts[part]] = 0.0
         folded[head.parts[part], JOINT_NAMES.index(joint)] = 1.0
-    unweighted = folded.sum(1) <= 0
-    folded[unweighted, JOINT_NAMES.index("head")] = 1.0
+    if np.any(folded.sum(1) <= 0):
+        raise HeadModelError(f"{SKIN_WEIGHTS}: some head vertices have no skin weights")
     return folded / folded.sum(1, keepdims=True)
 
 

@@ -1,0 +1,311 @@
+"""Build or update the head rig from a :class:`results.Result` and key one take on it.
+
+Pure functions taking the scene and the data (operators stay thin, as in io_scene_fbx).
+The rig is a mesh (neutral head with the fitted identity, one shape key per expression
+channel, a vertex group per joint, an Armature modifier) parented to an armature with one
+bone per joint. Every bone's rest frame is read back from Blender, and a fitted local
+rotation R (Blender world axes) becomes the pose rotation B^T R B in the bone's rest frame
+B; the root's translation t becomes the location B^T t. With Blender's pose evaluation
+this reproduces the backend's linear blend skinning exactly (see docs/protocol.md).
+
+Keys are written with ``keyframe_points.add`` and ``foreach_set``: one call per curve.
+Each take gets its own action; an existing action is rewritten only when it is this add-on's
+action for the same take and nobody edited it since; otherwise a new action is made and the
+old one is kept (with a fake user), and the report says so.
+"""
+import dataclasses
+import hashlib
+import time
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from . import compat
+from .results import Result
+
+RIG_KEY = "facecap_rig"          # custom property on the armature and mesh: identifies the rig
+TAKE_KEY = "facecap_take"        # on actions: the take they hold
+HASH_KEY = "facecap_keys_sha1"   # on actions: hash of their keys when written
+EXPRESSION_GROUP = "Expressions"
+BONE_LENGTH_M = {"eye_L": 0.02, "eye_R": 0.02, "jaw": 0.06}
+DEFAULT_BONE_LENGTH_M = 0.08
+
+
+@dataclasses.dataclass
+class ImportReport:
+    armature: object
+    mesh: object
+    camera: object
+    actions: list
+    frame_start: int
+    frame_end: int
+    seconds: float
+    notes: list = dataclasses.field(default_factory=list)
+    created: bool = True
+
+
+def rig_key(result: Result) -> str:
+    """Identifies rigs that can be updated in place: same model, topology and channels."""
+    rig = result.rig
+    names = hashlib.sha1("\n".join(rig.expression_names + ["|"] + rig.joint_names).encode()).hexdigest()[:12]
+    return f"{rig.model_name}:{len(rig.vertices)}:{len(rig.triangles)}:{names}"
+
+
+def find_rig(scene, key: str):
+    """The armature and mesh of an earlier import of the same rig in ``scene``, or (None, None)."""
+    for obj in scene.objects:
+        if obj.type == "ARMATURE" and obj.get(RIG_KEY) == key:
+            meshes = [c for c in obj.children if c.type == "MESH" and c.get(RIG_KEY) == key]
+            if meshes:
+                return obj, meshes[0]
+    return None, None
+
+
+# -- pure numpy: the values the curves take ------------------------------------------------
+def rotation_vectors_to_quaternions(rotvec: np.ndarray) -> np.ndarray:
+    """(N, 3) axis-angle -> (N, 4) unit quaternions (w, x, y, z), signs kept continuous over N."""
+    angle = np.linalg.norm(rotvec, axis=-1)
+    half = 0.5 * angle
+    scale = np.where(angle > 1e-12, np.sin(half) / np.where(angle > 1e-12, angle, 1.0), 0.5)
+    quats = np.concatenate([np.cos(half)[..., None], rotvec * scale[..., None]], axis=-1)
+    # q and -q are the same rotation: pick the sign nearest the previous frame's.
+    flips = np.sum(quats[1:] * quats[:-1], axis=-1) < 0
+    sign = np.concatenate([[1.0], np.where(np.cumsum(flips) % 2 == 1, -1.0, 1.0)])
+    return quats * sign[:, None]
+
+
+def bone_channels(animation, bone_rest_rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pose-bone values: quaternions (N, J, 4) in each bone's rest frame and the root's
+    location (N, 3) in its rest frame. bone_rest_rotations (J, 3, 3) armature space."""
+    # B^T r: the rotation vector of B^T R B.
+    local = np.einsum("jba,nja->njb", bone_rest_rotations, animation.joint_rotations)
+    quats = np.stack([rotation_vectors_to_quaternions(local[:, j]) for j in range(local.shape[1])], axis=1)
+    location = animation.translation_m @ bone_rest_rotations[0]
+    return quats, location
+
+
+def keys_hash(fcurves) -> str:
+    digest = hashlib.sha1()
+    for fcurve in sorted(fcurves, key=lambda f: (f.data_path, f.array_index)):
+        co = np.empty(2 * len(fcurve.keyframe_points), dtype=np.float32)
+        fcurve.keyframe_points.foreach_get("co", co)
+        digest.update(f"{fcurve.data_path}[{fcurve.array_index}]".encode())
+        digest.update(np.round(co, 5).tobytes())
+    return digest.hexdigest()
+
+
+# -- building -------------------------------------------------------------------------------
+def _new_mesh(name: str, rig) -> bpy.types.Mesh:
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(rig.vertices))
+    mesh.vertices.foreach_set("co", rig.vertices.ravel())
+    f = len(rig.triangles)
+    mesh.loops.add(3 * f)
+    mesh.loops.foreach_set("vertex_index", rig.triangles.ravel())
+    mesh.polygons.add(f)
+    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * f, 3, dtype=np.int32))
+    if compat.VERSION < (4, 0, 0):
+        mesh.polygons.foreach_set("loop_total", np.full(f, 3, dtype=np.int32))
+    mesh.update(calc_edges=True)
+    mesh.validate()
+    return mesh
+
+
+def _set_shape_keys(mesh_obj, rig) -> None:
+    """Basis = the neutral fitted head; one key per channel = basis + delta (created or updated)."""
+    basis = rig.vertices.astype(np.float32)
+    mesh_obj.data.vertices.foreach_set("co", basis.ravel())
+    if mesh_obj.data.shape_keys is None:
+        mesh_obj.shape_key_add(name="Basis", from_mix=False)
+    blocks = mesh_obj.data.shape_keys.key_blocks
+    blocks[0].data.foreach_set("co", basis.ravel())
+    for name, delta in zip(rig.expression_names, rig.expression_deltas):
+        block = blocks.get(name) or mesh_obj.shape_key_add(name=name, from_mix=False)
+        block.data.foreach_set("co", (basis + delta).ravel())
+    mesh_obj.data.update()
+
+
+def _set_vertex_groups(mesh_obj, rig) -> None:
+    mesh_obj.vertex_groups.clear()
+    groups = [mesh_obj.vertex_groups.new(name=name) for name in rig.joint_names]
+    for v, j, w in zip(rig.skin_vertex.tolist(), rig.skin_joint.tolist(), rig.skin_weight.tolist()):
+        groups[j].add([v], w, "REPLACE")
+
+
+def _bone_tail_offset(name: str) -> tuple:
+    length = BONE_LENGTH_M.get(name, DEFAULT_BONE_LENGTH_M)
+    # Eyes and jaw point forward (the face looks down -Y), the others up.
+    return (0.0, -length, 0.0) if name in BONE_LENGTH_M else (0.0, 0.0, length)
+
+
+def _edit_bones(view_layer, armature_obj, rig) -> None:
+    """Create or move the bones (edit mode needs the armature active in the view layer)."""
+    previous_active = view_layer.objects.active
+    previous_mode = armature_obj.mode
+    view_layer.objects.active = armature_obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        edit_bones = armature_obj.data.edit_bones
+        bones = []
+        for name, head, parent in zip(rig.joint_names, rig.joint_positions, rig.joint_parents):
+            bone = edit_bones.get(name) or edit_bones.new(name)
+            bone.head = head.tolist()
+            bone.tail = (head + np.array(_bone_tail_offset(name))).tolist()
+            bone.roll = 0.0
+            bone.use_connect = False
+            bone.parent = bones[parent] if parent >= 0 else None
+            bones.append(bone)
+    finally:
+        bpy.ops.object.mode_set(mode="OBJECT" if previous_mode == "EDIT" else previous_mode)
+        view_layer.objects.active = previous_active
+
+
+def _build_rig(scene, collection, rig, key: str, name: str):
+    armature = bpy.data.armatures.new(f"{name} Rig")
+    armature_obj = bpy.data.objects.new(f"{name} Rig", armature)
+    armature_obj[RIG_KEY] = key
+    collection.objects.link(armature_obj)
+    mesh_obj = bpy.data.objects.new(f"{name} Head", _new_mesh(f"{name} Head", rig))
+    mesh_obj[RIG_KEY] = key
+    collection.objects.link(mesh_obj)
+    mesh_obj.parent = armature_obj
+    modifier = mesh_obj.modifiers.new("Armature", "ARMATURE")
+    modifier.object = armature_obj
+    return armature_obj, mesh_obj
+
+
+def _update_rig_shape(scene, armature_obj, mesh_obj, rig) -> None:
+    _set_shape_keys(mesh_obj, rig)
+    _set_vertex_groups(mesh_obj, rig)
+    _edit_bones(bpy.context.view_layer, armature_obj, rig)
+    for pose_bone in armature_obj.pose.bones:
+        pose_bone.rotation_mode = "QUATERNION"
+
+
+def _write_curves(fcurves, paths: list, frames: np.ndarray, values: np.ndarray) -> None:
+    """paths[k] = (data_path, index, group); values (N, K) keyed at ``frames``."""
+    n = len(frames)
+    co = np.empty((n, 2), dtype=np.float32)
+    co[:, 0] = frames
+    for k, (data_path, index, group) in enumerate(paths):
+        fcurve = compat.new_fcurve(fcurves, data_path, index, group)
+        fcurve.keyframe_points.add(n)
+        co[:, 1] = values[:, k]
+        fcurve.keyframe_points.foreach_set("co", co.ravel())
+        fcurve.update()
+
+
+def _take_action(id_block, take: str, slot: str, notes: list, made: dict):
+    """The action that will hold ``take`` for ``id_block``.
+
+    The action already assigned is reused (its curves for ``id_block`` cleared) only when it
+    holds the same take and its keys are unchanged since the add-on wrote them; otherwise it
+    is kept with a fake user and a new action is made. ``made`` shares one action between
+    data-blocks where actions have slots (Blender 4.4+).
+    """
+    share = take if compat.SLOTTED_ACTIONS else (take, slot)
+    animation = id_block.animation_data
+    current = animation.action if animation else None
+    if current is not None and current is not made.get(share):
+        unedited = current.get(HASH_KEY) == keys_hash(compat.all_action_fcurves(current))
+        if current.get(TAKE_KEY) == take and unedited and share not in made:
+            made[share] = current
+            compat.clear_fcurves(compat.assign_action(id_block, current, slot))
+        else:
+            current.use_fake_user = True  # keep it although nothing uses it any more
+            why = "was edited" if current.get(TAKE_KEY) else "is not a facecap take"
+            notes.append(f"kept the existing action {current.name!r} of {id_block.name!r} (it {why}); "
+                         f"this take went into a new action")
+    if share not in made:
+        action = bpy.data.actions.new(take if compat.SLOTTED_ACTIONS else f"{take} {slot}")
+        action[TAKE_KEY] = take
+        made[share] = action
+    return made[share]
+
+
+def _camera_lens_mm(focal_px: float, image_size_px, sensor_mm: float) -> float:
+    """Lens for sensor_fit AUTO (the sensor spans the larger image side)."""
+    return float(focal_px) * sensor_mm / float(max(image_size_px))
+
+
+def _fitted_camera(collection, name: str, animation, existing):
+    camera_obj = existing
+    if camera_obj is None:
+        camera_obj = bpy.data.objects.new(f"{name} Camera", bpy.data.cameras.new(f"{name} Camera"))
+        collection.objects.link(camera_obj)
+    data = camera_obj.data
+    data.sensor_fit = "AUTO"
+    data.lens = _camera_lens_mm(animation.focal_px[0], animation.image_size_px[0], data.sensor_width)
+    data["facecap_image_size_px"] = [int(v) for v in animation.image_size_px[0]]
+    camera_obj.matrix_world = Matrix(animation.camera_matrix_world[0].tolist())
+    return camera_obj
+
+
+def import_result(scene, result: Result, take: str, frame_offset: int, view_camera=None,
+                  name: str = "Facecap") -> ImportReport:
+    """Create (or update) the rig in ``scene`` and key ``take`` on it.
+
+    Source frame k lands on timeline frame ``frame_offset + k``. ``view_camera``: the artist's
+    camera of view 0 (multi-view calibration): the rig is placed relative to it and no
+    camera is created; without it a fitted camera object is created or updated.
+    """
+    started = time.perf_counter()
+    rig, animation = result.rig, result.animation
+    key = rig_key(result)
+    notes = []
+    armature_obj, mesh_obj = find_rig(scene, key)
+    created = armature_obj is None
+    collection = scene.collection if created else armature_obj.users_collection[0]
+    if created:
+        armature_obj, mesh_obj = _build_rig(scene, collection, rig, key, name)
+    else:
+        notes.append(f"updated the existing rig {armature_obj.name!r} (head shape from this take)")
+    _update_rig_shape(scene, armature_obj, mesh_obj, rig)
+
+    camera_obj = None
+    if view_camera is None:
+        existing = armature_obj.get("facecap_camera")
+        existing = bpy.data.objects.get(existing) if isinstance(existing, str) else None
+        camera_obj = _fitted_camera(collection, name, animation, existing)
+        armature_obj["facecap_camera"] = camera_obj.name
+        if scene.camera is None:
+            scene.camera = camera_obj
+        armature_obj.matrix_world = Matrix.Identity(4)  # the fitted camera is where the fit put it
+    else:
+        # The rig's frame is camera 0's: put it where the artist's camera 0 is.
+        armature_obj.matrix_world = (view_camera.matrix_world
+                                     @ Matrix(np.linalg.inv(animation.camera_matrix_world[0]).tolist()))
+    mesh_obj.matrix_parent_inverse = Matrix.Identity(4)
+
+    frames = (frame_offset + animation.frame_indices).astype(np.float32)
+    made = {}
+    shape_keys = mesh_obj.data.shape_keys
+    shape_action = _take_action(shape_keys, take, "shapes", notes, made)
+    fcurves = compat.assign_action(shape_keys, shape_action, "shapes")
+    _write_curves(fcurves, [(f'key_blocks["{n}"].value', 0, EXPRESSION_GROUP) for n in rig.expression_names],
+                  frames, animation.expression)
+    for block in list(shape_keys.key_blocks)[1:]:
+        if block.name in rig.expression_names:
+            values = animation.expression[:, rig.expression_names.index(block.name)]
+            block.slider_min = min(0.0, float(np.floor(values.min())))
+            block.slider_max = max(1.0, float(np.ceil(values.max())))
+
+    rest = np.array([np.array(armature_obj.data.bones[n].matrix_local)[:3, :3] for n in rig.joint_names])
+    quats, location = bone_channels(animation, rest)
+    rig_action = _take_action(armature_obj, take, "rig", notes, made)
+    fcurves = compat.assign_action(armature_obj, rig_action, "rig")
+    paths = [(f'pose.bones["{n}"].rotation_quaternion', i, n) for n in rig.joint_names for i in range(4)]
+    root = rig.joint_names[0]
+    paths += [(f'pose.bones["{root}"].location', i, root) for i in range(3)]
+    values = np.concatenate([quats.reshape(len(frames), -1), location], axis=1)
+    _write_curves(fcurves, paths, frames, values)
+
+    actions = [shape_action] if shape_action == rig_action else [shape_action, rig_action]
+    for action in actions:
+        action[HASH_KEY] = keys_hash(compat.all_action_fcurves(action))
+        action["facecap_job"] = str(result.manifest.get("job", ""))
+    armature_obj[TAKE_KEY] = take
+    scene.frame_set(scene.frame_current)
+    return ImportReport(armature_obj, mesh_obj, camera_obj, actions, int(frames[0]), int(frames[-1]),
+                        time.perf_counter() - started, notes, created)

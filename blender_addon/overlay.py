@@ -1,0 +1,98 @@
+"""Draw the fitted landmarks over the Sequencer preview for the current frame.
+
+Points are coloured by their sigma (green: confident, about 1 px; red: uncertain, 8 px or
+more). Image pixels (x right, y down) map onto the preview as a strip that fits the render
+frame (the Sequencer's default "Scale to Fit"), centred on the preview's origin.
+"""
+import bpy
+import numpy as np
+
+from . import compat
+
+SIGMA_GREEN_PX = 1.0
+SIGMA_RED_PX = 8.0
+POINT_SIZE_PX = 4.0
+
+_state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0}
+
+
+def sigma_colours(sigma_px: np.ndarray) -> np.ndarray:
+    """(S,) sigmas -> (S, 4) RGBA from green to yellow to red on a log scale."""
+    t = np.clip(np.log(np.maximum(sigma_px, 1e-6) / SIGMA_GREEN_PX) / np.log(SIGMA_RED_PX / SIGMA_GREEN_PX), 0, 1)
+    return np.stack([np.minimum(1.0, 2 * t), np.minimum(1.0, 2 * (1 - t)), np.zeros_like(t), np.ones_like(t)],
+                    axis=-1).astype(np.float32)
+
+
+def frame_landmarks(animation, timeline_frame: int, frame_offset: int, view: int = 0):
+    """(S', 2) image pixels and (S',) sigmas of the observed landmarks at a timeline frame, or None."""
+    if animation is None or animation.landmarks_px is None:
+        return None
+    found = np.flatnonzero(animation.frame_indices == timeline_frame - frame_offset)
+    if not len(found):
+        return None
+    mu = animation.landmarks_px[found[0], view]
+    sigma = animation.landmarks_sigma_px[found[0], view]
+    seen = np.all(np.isfinite(mu), axis=1) & np.isfinite(sigma)
+    return mu[seen], sigma[seen]
+
+
+def image_to_preview(points_px: np.ndarray, image_size_px, render_size_px) -> np.ndarray:
+    """Image pixels -> preview view coordinates (render pixels, origin at the centre, y up)."""
+    width, height = image_size_px
+    scale = min(render_size_px[0] / width, render_size_px[1] / height)  # "Scale to Fit"
+    x = (points_px[:, 0] - width / 2) * scale
+    y = (height / 2 - points_px[:, 1]) * scale
+    return np.stack([x, y], axis=1)
+
+
+def _draw() -> None:
+    context = bpy.context
+    space = context.space_data
+    if space is None or space.view_type not in ("PREVIEW", "SEQUENCER_PREVIEW") or context.region.type != "PREVIEW":
+        return
+    animation = _state["animation"]
+    landmarks = frame_landmarks(animation, context.scene.frame_current, _state["frame_offset"], _state["view"])
+    if landmarks is None or not len(landmarks[0]):
+        return
+    import gpu
+    from gpu_extras.batch import batch_for_shader
+    render = context.scene.render
+    percent = render.resolution_percentage / 100
+    view = image_to_preview(landmarks[0], animation.image_size_px[_state["view"]],
+                            (render.resolution_x * percent, render.resolution_y * percent))
+    view2d = context.region.view2d
+    region_xy = [view2d.view_to_region(float(x), float(y), clip=False) for x, y in view]
+    shader = compat.builtin_shader("FLAT_COLOR")
+    batch = batch_for_shader(shader, "POINTS", {"pos": region_xy, "color": sigma_colours(landmarks[1]).tolist()})
+    gpu.state.point_size_set(POINT_SIZE_PX)
+    shader.bind()
+    batch.draw(shader)
+
+
+def show(animation, frame_offset: int, view: int = 0) -> None:
+    """Draw these landmarks from now on (replacing earlier ones)."""
+    _state.update(animation=animation, frame_offset=int(frame_offset), view=int(view))
+    if _state["handle"] is None:
+        _state["handle"] = bpy.types.SpaceSequenceEditor.draw_handler_add(_draw, (), "PREVIEW", "POST_PIXEL")
+
+
+def hide() -> None:
+    if _state["handle"] is not None:
+        bpy.types.SpaceSequenceEditor.draw_handler_remove(_state["handle"], "PREVIEW")
+    _state.update(handle=None)
+
+
+def refresh(context) -> None:
+    """Follow the scene's "Show landmarks" switch, loading the last job's landmarks when needed."""
+    settings = context.scene.facecap
+    if not settings.show_landmarks:
+        hide()
+    elif _state["animation"] is None and settings.last_job:
+        from . import operators
+        operators.load_overlay(context, settings.last_job)
+    elif _state["animation"] is not None:
+        show(_state["animation"], _state["frame_offset"], _state["view"])
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "SEQUENCE_EDITOR":
+                area.tag_redraw()

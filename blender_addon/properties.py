@@ -1,0 +1,66 @@
+"""Per-scene settings of the panel (``scene.facecap``)."""
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+
+def _is_camera(self, obj) -> bool:
+    return obj.type == "CAMERA"
+
+
+def _is_mesh(self, obj) -> bool:
+    return obj.type == "MESH"
+
+
+def _overlay_changed(self, context) -> None:
+    from . import overlay
+    overlay.refresh(context)
+
+
+class FacecapView(bpy.types.PropertyGroup):
+    """One view of a shot: a movie strip and, for multi-view, the camera that saw it."""
+
+    strip: StringProperty(name="Strip", description="Movie strip in the Sequencer")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                            description="Blender camera of this view (multi-view calibration)")
+
+
+class FacecapSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(
+        name="Source", default="STRIPS",
+        items=[("STRIPS", "Movie strips", "Fit the selected movie strip(s) of the Sequencer"),
+               ("SYNTHETIC", "Synthetic shot", "Fit a generated talking-head shot: try the rig without footage")])
+    views: CollectionProperty(type=FacecapView)
+    active_view: IntProperty(default=0)
+    use_strip_range: BoolProperty(name="Whole strip", default=True,
+                                  description="Fit every frame of the strip; off: only the frame range below")
+    frame_start: IntProperty(name="Start", default=1, min=0, description="First timeline frame to fit")
+    frame_end: IntProperty(name="End", default=250, min=0, description="Last timeline frame to fit")
+    quality: EnumProperty(
+        name="Quality", default="offline",
+        items=[("offline", "Offline", "All frames at once: best quality"),
+               ("realtime", "Real-time", "Frame by frame, identity from the first frames: fast")])
+    synthetic_frames: IntProperty(name="Frames", default=50, min=2, max=5000)
+    synthetic_seed: IntProperty(name="Seed", default=1, min=0)
+    take: StringProperty(name="Take", description="Name of the take (action); empty: from the strip or 'take'")
+    auto_import: BoolProperty(name="Import when done", default=True)
+    last_job: StringProperty(name="Last job", subtype="DIR_PATH", description="Folder of the latest fit job")
+    retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_mesh,
+                                     description="Mesh with ARKit-named shape keys to receive the animation")
+    fbx_preset: EnumProperty(name="Preset", default="UNITY",
+                             items=[("UNITY", "Unity", "Unity's axes and scale"),
+                                    ("UNREAL", "Unreal", "Unreal Engine's axes and scale")])
+    show_landmarks: BoolProperty(name="Show landmarks", default=False, update=_overlay_changed,
+                                 description="Draw the fitted landmarks over the Sequencer preview "
+                                             "(green: confident, red: uncertain)")
+
+
+classes = (FacecapView, FacecapSettings)
+
+
+def register() -> None:
+    bpy.types.Scene.facecap = PointerProperty(type=FacecapSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.facecap

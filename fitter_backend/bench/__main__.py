@@ -1,0 +1,5 @@
+import sys
+
+from fitter_backend.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Where a landmark model's points lie on a head model's surface, computed by the project.
+
+The head is rendered (clay, several views) with the project's rasteriser, the landmark
+model runs on the renders like on any photo, and each predicted point is looked up in the
+raster: which triangle, where in it. A point's rest position is the median over the views
+that see its surface head-on, snapped back to the closest point of the surface. This works
+for any head model (the open head, FLAME) and uses no third-party correspondence files.
+
+The result is cached per (head model, landmark model) in ``<data_dir>/embeddings/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fitter_backend import paths
+from fitter_backend.head_models.correspondence import MeshSurface, embed_points
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+from fitter_backend.head_models.lbs import posed_vertices
+from fitter_backend.landmarks.errors import LandmarkModelError
+from fitter_backend.landmarks.pipeline import Landmarker
+from fitter_backend.render.head_png import render_clay
+from fitter_backend.render.shading import vertex_normals
+from fitter_backend.video.frames import Frame
+
+EMBEDDING_VERSION = 1
+VIEWS_DEG = ((0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (0.0, -12.0), (0.0, 12.0), (-12.0, 8.0), (12.0, -8.0))
+RENDER_SIZE_PX = 512
+MIN_FACING = 0.35  # cosine between the surface normal and the direction to the camera
+
+
+def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(model.template).tobytes())
+    digest.update(np.ascontiguousarray(model.triangles).tobytes())
+    digest.update(json.dumps([EMBEDDING_VERSION, VIEWS_DEG, landmarker.model.metadata.name,
+                              landmarker.model.metadata.num_landmarks]).encode())
+    name = f"{model.name}-{landmarker.model.metadata.name}-{digest.hexdigest()[:12]}.npz"
+    return paths.data_dir() / "embeddings" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray, np.ndarray]:
+    """Rest positions (K views, N, 3) of each predicted point (NaN where the view does not see
+    it head-on) and the facing cosines (K, N)."""
+    vertices = posed_vertices(model)[0]
+    num = landmarker.model.metadata.num_landmarks
+    positions = np.full((len(VIEWS_DEG), num, 3), np.nan)
+    facing = np.zeros((len(VIEWS_DEG), num))
+    for k, (yaw, pitch) in enumerate(VIEWS_DEG):
+        image, raster, vertices_cam, _ = render_clay(model, vertices, RENDER_SIZE_PX, yaw, pitch, fov_deg=20.0)
+        landmarker.reset()
+        result = landmarker.process([Frame(0, np.ascontiguousarray(image[..., ::-1]), 0.0, 255)])[0]
+        if not result.valid:
+            continue
+        cols = np.clip(np.floor(result.mu_px[:, 0]).astype(int), 0, RENDER_SIZE_PX - 1)
+        rows = np.clip(np.floor(result.mu_px[:, 1]).astype(int), 0, RENDER_SIZE_PX - 1)
+        triangle = raster.triangle_id[rows, cols]
+        hit = triangle >= 0
+        bary = raster.barycentric[rows, cols]
+        corners = model.triangles[np.maximum(triangle, 0)]
+        rest = np.einsum("nk,nkc->nc", bary, vertices[corners])
+        normals = vertex_normals(vertices_cam, model.triangles)[corners].mean(1)
+        centres = np.einsum("nk,nkc->nc", bary, vertices_cam[corners])
+        with np.errstate(invalid="ignore", divide="ignore"):  # pixels off the head have no normal
+            cosine = np.einsum("nc,nc->n", normals / np.linalg.norm(normals, axis=1, keepdims=True),
+                               -centres / np.linalg.norm(centres, axis=1, keepdims=True))
+        seen = hit & (cosine > MIN_FACING)
+        positions[k, seen] = rest[seen]
+        facing[k] = np.where(hit, cosine, 0.0)
+    return positions, facing
+
+
+def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
+    positions, facing = observe_views(model, landmarker)
+    seen = np.isfinite(positions[..., 0])
+    if not seen.any(axis=0).all():
+        # Points no view saw head-on: take the most frontal view that hit the surface at all.
+        missing = ~seen.any(axis=0)
+        if (facing[:, missing] <= 0).all(axis=0).any():
+            raise LandmarkModelError(
+                f"the landmark model {landmarker.model.metadata.name!r} did not find the face of head model "
+                f"{model.name!r} in its renders; cannot place {int(missing.sum())} of its points on the head")
+        raise LandmarkModelError(f"{int(missing.sum())} landmarks of {landmarker.model.metadata.name!r} fall on "
+                                 f"surfaces of {model.name!r} that no render saw head-on")
+    median = np.nanmedian(positions, axis=0)
+    skin = np.ones(len(model.triangles), bool)
+    for region in ("eyeballs", "teeth", "tongue"):
+        if region in model.regions:
+            skin &= ~model.regions[region][model.triangles].any(axis=1)
+    surface = MeshSurface(posed_vertices(model)[0], model.triangles, skin)
+    names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
+    return embed_points(median, names, surface)
+
+
+def landmark_embedding(model: HeadModel, landmarker: Landmarker,
+                       progress: Callable[[str], None] | None = None) -> SurfacePoints:
+    """The landmark model's points on ``model`` (computed once, then read from the cache)."""
+    path = _cache_path(model, landmarker)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return SurfacePoints(data["triangle"], data["barycentric"], tuple(str(n) for n in data["names"]))
+        except (OSError, ValueError, KeyError):
+            pass  # damaged cache: compute again
+    if progress:
+        progress(f"placing the {landmarker.model.metadata.name} landmarks on head model {model.name} "
+                 f"({len(VIEWS_DEG)} renders)")
+    points = compute_embedding(model, landmarker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names))
+    partial.replace(path)
+    return points

@@ -1,0 +1,183 @@
+"""The end-to-end job: video -> face ROI -> landmarks -> fit -> result folder.
+
+A result folder holds ``landmarks.npz`` (the landmark track), ``fit.npz`` + ``fit.json``
+(per-frame parameters, see :mod:`fitter_backend.fitting.result_io`), ``report.json`` (what
+happened: stages, timings, notes, flagged frames) and ``previews/`` (overlay PNGs and a
+short overlay video). It is written to a hidden sibling folder and renamed into place at
+the end, so a folder with ``report.json`` is always complete; a failed or cancelled job
+leaves any earlier result untouched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from fitter_backend.errors import FacecapError
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.problem import FitSettings, Observations
+from fitter_backend.fitting.realtime import fit_realtime
+from fitter_backend.fitting.result_io import save_fit_result
+from fitter_backend.fitting.sequence import FitResult, fit_sequence
+from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.head_models.loading import load_head_model
+from fitter_backend.landmarks import Landmarker
+from fitter_backend.landmarks.embedding import landmark_embedding
+from fitter_backend.landmarks.pipeline import LandmarkTrack
+from fitter_backend.preview import write_previews
+from fitter_backend.video import open_multiview, open_video
+from fitter_backend.video.multiview import load_calibration
+
+#: progress(stage, fraction of the whole job in [0, 1], message)
+Progress = Callable[[str, float, str], None]
+
+# Share of the job's time each stage takes (measured on a 512x512 clip), for the ETA.
+STAGE_SHARES = {"landmarks": 0.45, "embedding": 0.05, "fit": 0.35, "previews": 0.15}
+
+
+class JobCancelled(FacecapError):
+    """The job was cancelled; nothing was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitJob:
+    """What to fit. ``videos``: one per camera; ``calibration``: JSON (see docs/landmark_models.md),
+    required for several videos and optional for one (a known focal)."""
+
+    videos: tuple[Path, ...]
+    out: Path
+    head: str = "open"
+    calibration: Path | None = None
+    realtime: bool = False
+    frame_range: tuple[int, int | None] | None = None
+    stride: int = 1
+    landmarks: str = "face_mesh_468"
+    device: str = "cpu"
+    previews: bool = True
+
+
+def _cameras(track: LandmarkTrack, calibration: Path | None) -> Cameras:
+    if calibration is None:
+        (width, height), = track.image_sizes_px
+        return Cameras.monocular(int(width), int(height))
+    calibrated = load_calibration(calibration)
+    if len(calibrated) != track.mu_px.shape[1]:
+        raise FacecapError(f"calibration {calibration} describes {len(calibrated)} cameras but "
+                           f"{track.mu_px.shape[1]} videos were given")
+    return Cameras.create([c.image_size_px for c in calibrated], [c.focal_px for c in calibrated],
+                          [cv2.Rodrigues(np.ascontiguousarray(c.rotation))[0].ravel() for c in calibrated],
+                          [c.translation_m for c in calibrated], names=[c.name for c in calibrated])
+
+
+def observations_from_track(track: LandmarkTrack) -> Observations:
+    """Landmarks the fitter may use: frames flagged no_face or low_confidence become missing."""
+    mu = track.mu_px.astype(np.float64)
+    mu[~track.valid] = np.nan
+    return Observations(mu, track.sigma_px.astype(np.float64))
+
+
+def _replace_folder(partial: Path, out: Path) -> None:
+    """Move a finished result into place, replacing an earlier one only now."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def fit_videos(job: FitJob, progress: Progress | None = None,
+               cancelled: Callable[[], bool] = lambda: False) -> Path:
+    """Run the job; returns the result folder. Raises FacecapError (or JobCancelled)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    done_share = 0.0
+
+    def report(stage: str, fraction: float, message: str = "") -> None:
+        if cancelled():
+            raise JobCancelled(f"job cancelled during {stage}")
+        if progress:
+            progress(stage, done_share + STAGE_SHARES.get(stage, 0.0) * min(max(fraction, 0.0), 1.0), message)
+
+    def finish(stage: str, t0: float) -> None:
+        nonlocal done_share
+        timings[f"{stage}_s"] = time.perf_counter() - t0
+        done_share += STAGE_SHARES.get(stage, 0.0)
+
+    if not job.videos:
+        raise FacecapError("no video given: expected one video per camera")
+    if len(job.videos) > 1 and job.calibration is None:
+        raise FacecapError(f"{len(job.videos)} videos need a calibration file (--camera calib.json) "
+                           "that says where each camera is")
+    model: HeadModel = load_head_model(job.head)
+    landmarker = Landmarker.from_setup(device=job.device, landmarks=job.landmarks, realtime=job.realtime,
+                                       progress=lambda m: report("landmarks", 0.0, m))
+    if len(job.videos) == 1 and job.calibration is None:
+        source = open_video(job.videos[0], frame_range=job.frame_range, stride=job.stride)
+    else:
+        source = open_multiview(list(job.videos), job.calibration, frame_range=job.frame_range, stride=job.stride)
+
+    t0 = time.perf_counter()
+    report("landmarks", 0.0, f"{len(source)} frames")
+    track = landmarker.track(source, progress=lambda i, n: report("landmarks", i / n, f"frame {i}/{n}"))
+    finish("landmarks", t0)
+
+    t0 = time.perf_counter()
+    report("embedding", 0.0)
+    points = landmark_embedding(model, landmarker, progress=lambda m: report("embedding", 0.5, m))
+    finish("embedding", t0)
+
+    t0 = time.perf_counter()
+    observations = observations_from_track(track)
+    cameras = _cameras(track, job.calibration)
+    fit_progress = lambda stage, f: report("fit", f, stage)  # noqa: E731
+    settings = FitSettings()
+    if job.realtime:
+        result: FitResult = fit_realtime(model, points, observations, cameras, settings, progress=fit_progress)
+    else:
+        result = fit_sequence(model, points, observations, cameras, settings, progress=fit_progress)
+    finish("fit", t0)
+
+    out = Path(job.out)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        track.save_npz(partial / "landmarks.npz")
+        save_fit_result(result, model, partial)
+        previews = []
+        if job.previews:
+            t0 = time.perf_counter()
+            previews = write_previews(job, model, points, track, result, partial / "previews",
+                                      progress=lambda f: report("previews", f))
+            finish("previews", t0)
+        timings["total_s"] = time.perf_counter() - started
+        frames = len(track.frame_indices)
+        summary = {
+            "format": "facecap-job", "format_version": 1,
+            "videos": [str(v) for v in job.videos], "head_model": model.name, "landmarks": job.landmarks,
+            "mode": "realtime" if job.realtime else "offline", "frames": frames,
+            "frames_fitted": int(np.sum([not f for f in result.flags])),
+            "frames_flagged": {i: f for i, f in zip(track.frame_indices.tolist(), result.flags) if f},
+            "notes": track.notes + result.report.get("warnings", []),
+            "timings": timings,
+            "frames_per_second": {k[:-2]: frames / v for k, v in timings.items() if v > 0 and k != "total_s"},
+            "fit": result.report, "previews": [str(p.relative_to(partial)) for p in previews],
+        }
+        (partial / "report.json").write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")
+        if cancelled():
+            raise JobCancelled("job cancelled before its results were moved into place")
+        _replace_folder(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if progress:
+        progress("done", 1.0, str(out))
+    return out

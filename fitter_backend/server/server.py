@@ -1,0 +1,167 @@
+"""The backend process: requests on stdin, events on stdout, one job at a time.
+
+The main thread reads and validates requests; a fit runs in a worker thread whose progress
+callback checks the job's cancel flag (so a cancel takes effect at the next progress report
+of the fitter). Every event is validated before it is written; nothing else may reach
+stdout (``main`` points file descriptor 1 at stderr for stray prints and logging).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, TextIO
+
+from fitter_backend import __version__
+from fitter_backend.errors import FacecapError
+from fitter_backend.server import protocol
+from fitter_backend.server.runner import HeadModelCache, JobCancelled, run_fit_job
+
+SHUTDOWN_WAIT_S = 30.0
+
+
+def available_providers() -> list[str]:
+    """onnxruntime's execution providers (what "device": "gpu" can use), [] without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+@dataclasses.dataclass
+class RunningJob:
+    job: str
+    cancel: threading.Event
+    thread: threading.Thread
+    started: float
+
+
+class Server:
+    """Dispatches requests; ``emit`` writes one validated event line."""
+
+    def __init__(self, write: Callable[[str], None], run_job=run_fit_job) -> None:
+        self._write = write
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._run_job = run_job
+        self._models = HeadModelCache()
+        self.running: RunningJob | None = None
+
+    def emit(self, kind: str, **fields) -> None:
+        line = protocol.encode(protocol.event(kind, **fields))
+        with self._write_lock:
+            self._write(line)
+
+    def handle_line(self, line: str) -> bool:
+        """Handle one request line; False once the server should stop."""
+        if not line.strip():
+            return True
+        message = None
+        try:
+            message = protocol.decode_line(line)
+            request = protocol.parse_request(message)
+        except protocol.ProtocolError as exc:
+            job = message.get("job") if isinstance(message, dict) else None
+            fields = {"job": job} if isinstance(job, str) and protocol.JOB_ID.match(job) else {}
+            self.emit("error", message=f"bad request: {exc}", **fields)
+            return True
+        kind = request["type"]
+        if kind == "hello":
+            self.emit("hello", backend_version=__version__, providers=available_providers())
+        elif kind == "fit":
+            self._start(request)
+        elif kind == "cancel":
+            self._cancel(request["job"])
+        elif kind == "shutdown":
+            self.stop()
+            return False
+        return True
+
+    def _start(self, request: dict) -> None:
+        with self._state_lock:
+            if self.running is not None:
+                self.emit("error", job=request["job"], message=(
+                    f"job {self.running.job!r} is still running; cancel it or wait for it to finish"))
+                return
+            cancel = threading.Event()
+            thread = threading.Thread(target=self._work, args=(request, cancel), daemon=True,
+                                      name=f"job-{request['job']}")
+            self.running = RunningJob(request["job"], cancel, thread, time.monotonic())
+        thread.start()
+
+    def _cancel(self, job: str) -> None:
+        with self._state_lock:
+            running = self.running
+        if running is None or running.job != job:
+            self.emit("error", job=job, message=f"no running job {job!r} to cancel")
+            return
+        running.cancel.set()
+
+    def _work(self, request: dict, cancel: threading.Event) -> None:
+        job = request["job"]
+        started = time.monotonic()
+
+        def report(stage: str, fraction: float) -> None:
+            if cancel.is_set():
+                raise JobCancelled(job)
+            elapsed = time.monotonic() - started
+            eta = elapsed * (1 - fraction) / fraction if fraction >= 0.05 else None
+            self.emit("progress", job=job, stage=stage, fraction=round(fraction, 4),
+                      eta_s=None if eta is None else round(eta, 1))
+
+        try:
+            result_dir = self._run_job(request, report, self._models)
+        except JobCancelled:
+            self._finish(lambda: self.emit("cancelled", job=job))
+        except FacecapError as exc:
+            self._finish(lambda: self.emit("error", job=job, message=str(exc)))
+        except Exception as exc:  # a bug: say so, keep serving
+            traceback.print_exc(file=sys.stderr)
+            self._finish(lambda: self.emit("error", job=job,
+                                           message=f"internal error in the backend: {type(exc).__name__}: {exc}"))
+        else:
+            self._finish(lambda: self.emit("done", job=job, result_dir=str(result_dir)))
+
+    def _finish(self, announce: Callable[[], None]) -> None:
+        # Free the slot before announcing, so a client may start the next job at once.
+        with self._state_lock:
+            self.running = None
+        announce()
+
+    def stop(self, wait_s: float = SHUTDOWN_WAIT_S) -> None:
+        """Cancel a running job and wait for its worker to unwind."""
+        with self._state_lock:
+            running = self.running
+        if running is not None:
+            running.cancel.set()
+            running.thread.join(wait_s)
+
+
+def serve(stdin: TextIO, write: Callable[[str], None]) -> int:
+    server = Server(write)
+    for line in stdin:
+        if not server.handle_line(line):
+            return 0
+    server.stop()  # stdin closed: the add-on is gone
+    return 0
+
+
+def main() -> int:
+    # Protocol lines go to the original stdout; anything else printed (by us, numpy, native
+    # libraries) lands on stderr instead of corrupting the stream.
+    protocol_out = os.fdopen(os.dup(1), "w", encoding="ascii", newline="\n")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def write(line: str) -> None:
+        protocol_out.write(line)
+        protocol_out.flush()
+
+    try:
+        return serve(sys.stdin, write)
+    except KeyboardInterrupt:
+        return 130
