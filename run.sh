@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two entry points; both are idempotent.
-#   ./run.sh demo           set up the backend and run the main job on the embedded default
+#   ./run.sh demo [VIDEO]   set up the backend and run the main job on the embedded default
 #   ./run.sh test [ARGS]    set up both environments and run the whole test suite
 #   ./run.sh bench [ARGS]   set up the benchmark environment and run the fitting benchmark
 set -euo pipefail
@@ -72,7 +72,7 @@ case "$cmd" in
         "$VENVS/bench/bin/python" -m fitter_backend.bench fit "$@"
         ;;
     *)
-        echo "usage: ./run.sh demo | ./run.sh test [PYTEST_ARGS] | ./run.sh bench [ARGS]" >&2
+        echo "usage: ./run.sh demo [VIDEO] | ./run.sh test [PYTEST_ARGS] | ./run.sh bench [ARGS]" >&2
         exit 2
         ;;
 esac

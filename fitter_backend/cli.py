@@ -3,7 +3,7 @@
   setup                    build what the backend needs (open head, face models) in the data folder
   fit VIDEO [VIDEO ...] --out DIR
                            the end-to-end job: decode, ROI, landmarks, fit, previews
-  demo [--out DIR]         the main job on the embedded default (see ``demo --help``)
+  demo [VIDEO] [--out DIR] the main job on the embedded default head, on VIDEO or a rendered sample clip
   head-model info SPEC     vertex/channel counts and sizes of a head model
   head-model build         (re)build the open head
   head-model obj|png|showcase --out FILE [...]
@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
@@ -59,14 +58,12 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Build the open head, render it, and fit a synthetic talking-head shot with it."""
-    from fitter_backend.bench.metrics import identity_error_mm
-    from fitter_backend.fitting import sequence, synthetic
-    from fitter_backend.fitting.result_io import save_fit_result
-    from fitter_backend.head_models import lbs
-    from fitter_backend.head_models.obj_io import write_obj
+    """The main job on the embedded default: the open head fitted to the user's video or to
+    a clip the project renders itself."""
     from fitter_backend.head_models.open_head import load_open_head
+    from fitter_backend.pipeline import FitJob, fit_videos
     from fitter_backend.render.head_png import render_grid_png, showcase_panels
+    from fitter_backend.sample_clip import render_sample_clip
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,24 +71,18 @@ def _demo(args: argparse.Namespace) -> int:
     print(head_model_summary(model))
     showcase = render_grid_png(model, out / "open_head_showcase.png", showcase_panels(model, 0), size=384)
     print(f"render (neutral, jawOpen, mouthSmileLeft, a random identity): {showcase}")
-    obj = write_obj(out / "open_head_neutral.obj", lbs.posed_vertices(model)[0], model.triangles)
-    print(f"mesh: {obj}")
-
-    print(f"fitting a synthetic shot: {args.frames} frames, {args.landmarks} landmarks, "
-          "noise 1.5 px, 5% outliers, yaw +-60 deg, unknown focal ...", flush=True)
-    landmarks = synthetic.area_sampled_points(model, args.landmarks, seed=1)
-    shot = synthetic.make_shot(model, landmarks, num_frames=args.frames, seed=2)
-    started = time.perf_counter()
-    result = sequence.fit_sequence(model, landmarks, shot.observations, shot.cameras,
-                                   progress=lambda stage, f: print(f"  {stage}", flush=True))
-    elapsed = time.perf_counter() - started
-    neutral_error_mm = identity_error_mm(model, result.params.identity, shot.truth.identity)
-    focal_error = abs(result.params.cameras.focal_px[0] / shot.truth.cameras.focal_px[0] - 1)
-    npz, summary = save_fit_result(result, model, out / "synthetic_fit")
-    print(f"fit: {elapsed:.1f} s ({1000 * elapsed / args.frames:.0f} ms/frame), median normalised residual "
-          f"{result.report['median_frame_rms']:.2f}, identity error {neutral_error_mm:.2f} mm "
-          f"(median over the face, rigidly aligned), focal error {100 * focal_error:.2f}%")
-    print(f"results: {npz}, {summary}")
+    if args.video:
+        video = Path(args.video)
+    else:
+        video = out / "sample_clip.mp4"
+        if not video.is_file():
+            print(f"rendering a sample clip (a synthetic actor talking and turning): {video}", flush=True)
+            render_sample_clip(model, video)
+    result = fit_videos(FitJob(videos=(video,), out=out / "fit"), progress=TerminalProgress("bar"))
+    report = json.loads((result / "report.json").read_text())
+    print(f"fitted {report['frames_fitted']} of {report['frames']} frames of {video} in "
+          f"{report['timings']['total_s']:.1f} s; median normalised residual {report['fit']['median_frame_rms']:.2f}")
+    print(f"results: {result} (fit.npz, fit.json, landmarks.npz, report.json, previews/)")
     return 0
 
 
@@ -113,6 +104,7 @@ class TerminalProgress:
         self.style = style
         self.started = time.perf_counter()
         self.last_print = 0.0
+        self.last_stage = ""
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
         now = time.perf_counter()
@@ -122,6 +114,11 @@ class TerminalProgress:
             print(json.dumps({"type": "progress", "stage": stage, "fraction": round(fraction, 4),
                               "eta_s": None if eta_s is None else round(eta_s, 1), "message": message}),
                   flush=True)
+            return
+        if not sys.stderr.isatty():  # a log file: one line per stage, no carriage returns
+            if stage != self.last_stage:
+                print(f"  {stage} ...", file=sys.stderr, flush=True)
+                self.last_stage = stage
             return
         if now - self.last_print < 0.2 and stage != "done":
             return
@@ -158,9 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--force", action="store_true", help="rebuild even when up to date")
     setup.set_defaults(run=_setup)
     demo = commands.add_parser("demo", help="the main job on the embedded default")
+    demo.add_argument("video", nargs="?", help="your video (default: a sample clip rendered by the project)")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    demo.add_argument("--frames", type=int, default=60)
-    demo.add_argument("--landmarks", type=int, default=700)
     demo.set_defaults(run=_demo)
     fit = commands.add_parser("fit", help="fit videos: decode, ROI, landmarks, fit, previews",
                               description="Fit one video, or several synchronised videos with --camera "

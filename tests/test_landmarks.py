@@ -7,34 +7,17 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from fitter_backend.landmarks import (Landmarker, LandmarkModel, LandmarkModelError, LandmarkTrack, NoFaceError)
+from fitter_backend.landmarks import Landmarker, LandmarkModel, LandmarkModelError, LandmarkTrack, NoFaceError
 from fitter_backend.landmarks.calibrate import evaluate, load_annotated_faces, summarise
-from fitter_backend.model_setup import ensure_mediapipe_models
-from fitter_backend.roi import FaceDetector
 from fitter_backend.video import open_multiview, open_video
 from fitter_backend.video.frames import Frame
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 ASTRONAUT = FIXTURES / "images" / "astronaut.png"
 GRID = FIXTURES / "video" / "grid_bbaf2n.mpg"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures absent")
 CUDA_AVAILABLE = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
-@pytest.fixture(scope="session")
-def models() -> dict:
-    return ensure_mediapipe_models(progress=lambda message: None)
-
-
-@pytest.fixture(scope="session")
-def detector(models) -> FaceDetector:
-    return FaceDetector.load(models["face_detector"])
-
-
-@pytest.fixture(scope="session")
-def mesh(models) -> LandmarkModel:
-    return LandmarkModel.load(models["face_mesh_468"])
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,8 @@ import pytest
 
 from fitter_backend.landmarks import LandmarkModel
 from fitter_backend.model_setup import ModelSetupError, ensure_mediapipe_models, models_dir
-from fitter_backend.model_setup.mediapipe_models import (_is_converted, _sha256, fetch_mediapipe_wheel,
-                                                         mediapipe_regions)
+from fitter_backend.model_setup.mediapipe_models import _is_converted, _sha256, fetch_mediapipe_wheel, mediapipe_regions
 from fitter_backend.roi import FaceDetector
-
-
-@pytest.fixture(scope="session")
-def models() -> dict:
-    return ensure_mediapipe_models(progress=lambda message: None)
 
 
 def test_models_are_built_with_their_contracts(models):

@@ -1,33 +1,21 @@
 """ROI: exact crops, BlazeFace decoding and detection, face choice and tracking."""
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from fitter_backend.landmarks import Landmarker, LandmarkModel, LandmarkModelError
-from fitter_backend.model_setup import ensure_mediapipe_models
 from fitter_backend.roi import AffineRoi, FaceDetector, SquareRoi
 from fitter_backend.roi.detector import FaceCandidate, ssd_anchors, weighted_nms
 from fitter_backend.roi.regions import similarity_matrix
 from fitter_backend.roi.tracker import choose_face
 from fitter_backend.video import open_video
 from fitter_backend.video.frames import Frame
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ASTRONAUT = SHARED / "fixtures" / "images" / "astronaut.png"
 needs_astronaut = pytest.mark.skipif(not ASTRONAUT.is_file(), reason="shared fixtures absent")
-
-
-@pytest.fixture(scope="session")
-def models() -> dict:
-    return ensure_mediapipe_models(progress=lambda message: None)
-
-
-@pytest.fixture(scope="session")
-def detector(models) -> FaceDetector:
-    return FaceDetector.load(models["face_detector"])
 
 
 @pytest.fixture(scope="session")

@@ -106,12 +106,12 @@ def _rotation_vector(matrix: np.ndarray) -> np.ndarray:
     return axis / (2 * np.sin(angle)) * angle
 
 
-def make_shot(model: HeadModel, landmarks: SurfacePoints, num_frames: int = 300, num_cameras: int = 1,
-              seed: int = 0, noise_px: float = 1.5, outlier_fraction: float = 0.05, yaw_deg: float = 60.0,
-              image_size_px: int = 512, hfov_deg: float = 40.0, distance_m: float = 0.6,
-              identity_scale: float = 1.0, focal_known: bool = False, extrinsics_known: bool = True) -> SyntheticShot:
-    """A synthetic shot with ground truth; see the module docstring."""
-    rng = np.random.default_rng(seed)
+def performance(model: HeadModel, num_frames: int, rng: np.random.Generator, yaw_deg: float = 60.0,
+                distance_m: float = 0.6, identity_scale: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A random actor's performance: identity (I,), talking expressions (N, E), joint
+    rotations (N, J, 3) with one yaw sweep, nods, roll, neck and gaze, translation (N, 3)
+    in front of a camera at the origin looking down -Z."""
     n = num_frames
     identity = rng.normal(size=model.num_identity) * identity_scale
     expression = talking_expressions(model, n, rng)
@@ -128,6 +128,18 @@ def make_shot(model: HeadModel, landmarks: SurfacePoints, num_frames: int = 300,
     translation = np.zeros((n, 3))
     translation[:, 2] = -distance_m
     translation += 0.02 * _smooth_noise(rng, n, 3, 0.1, 0.5)
+    return identity, expression, rotations, translation
+
+
+def make_shot(model: HeadModel, landmarks: SurfacePoints, num_frames: int = 300, num_cameras: int = 1,
+              seed: int = 0, noise_px: float = 1.5, outlier_fraction: float = 0.05, yaw_deg: float = 60.0,
+              image_size_px: int = 512, hfov_deg: float = 40.0, distance_m: float = 0.6,
+              identity_scale: float = 1.0, focal_known: bool = False, extrinsics_known: bool = True) -> SyntheticShot:
+    """A synthetic shot with ground truth; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    n = num_frames
+    identity, expression, rotations, translation = performance(model, n, rng, yaw_deg, distance_m,
+                                                               identity_scale)
 
     size = (image_size_px, image_size_px)
     focal = focal_from_hfov(image_size_px, hfov_deg)
