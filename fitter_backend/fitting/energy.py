@@ -131,8 +131,10 @@ class ShotEnergy:
         return np.concatenate(tally.rows)
 
     def evaluate(self, params: Parameters, layout: Layout, derivatives: bool,
-                 with_identity: bool = True, with_expression: bool = True, tally: _Tally | None = None
-                 ) -> Evaluation:
+                 with_identity: bool = True, with_expression: bool = True, tally: _Tally | None = None,
+                 with_shared: bool = True) -> Evaluation:
+        """Energy, and with ``derivatives`` the normal equations. The ``with_*`` flags skip
+        derivative blocks the caller will not solve for (their entries are left zero)."""
         n_frames = self.num_frames
         equations = NormalEquations(n_frames, layout.frame_size, layout.shared_size) if derivatives else None
         terms = _Tally() if tally is None else tally
@@ -143,7 +145,7 @@ class ShotEnergy:
         for start in range(0, n_frames, chunk_size):
             frames = np.arange(start, min(start + chunk_size, n_frames))
             chunk = self._chunk(params, layout, frames, derivatives, with_identity, with_expression)
-            projected = self._landmarks(chunk, params, layout, equations, terms, sum_sq)
+            projected = self._landmarks(chunk, params, layout, equations, terms, sum_sq, with_shared)
             if self.settings.temporal_weight > 0:
                 previous = self._temporal(projected, previous, equations, terms)
             if self.geometry is not None:
@@ -173,7 +175,8 @@ class ShotEnergy:
 
     # -- E_landmarks ------------------------------------------------------------------------
     def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,
-                   equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray) -> list:
+                   equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray,
+                   with_shared: bool = True) -> list:
         """Adds the landmark rows; returns per camera (pixels, d_frame, d_shared) for E_temporal."""
         frames = chunk.frames
         lm = self.landmark_points
@@ -191,19 +194,21 @@ class ShotEnergy:
                 projected.append((pixels, None, None))
                 continue
             d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
-            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size,), dtype=np.float32)
-            if chunk.d_identity is not None:
+            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size if with_shared else 0,), dtype=np.float32)
+            if chunk.d_identity is not None and with_shared:
                 d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
             focal_col = layout.focal_column(c)
-            if focal_col is not None:
+            if focal_col is not None and with_shared:
                 d_shared[..., focal_col] = proj.d_log_focal.transpose(0, 2, 1)
             extrinsic_cols = layout.extrinsic_columns(c)
-            if extrinsic_cols is not None:
+            if extrinsic_cols is not None and with_shared:
                 d_shared[..., extrinsic_cols] = proj.d_extrinsics.transpose(0, 2, 1, 3)
             n = len(frames)
             w = weight[..., None]
+            if not with_shared:
+                d_shared = None
             equations.add_frame_rows(frames, residual.reshape(n, -1), (d_frame * w).reshape(n, -1, layout.frame_size),
-                                     (d_shared * w).reshape(n, -1, layout.shared_size))
+                                     None if d_shared is None else (d_shared * w).reshape(n, -1, layout.shared_size))
             projected.append((pixels, d_frame, d_shared))
         watched = self.temporal_subset
         return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
@@ -220,7 +225,8 @@ class ShotEnergy:
                 frames_all = np.concatenate([[prev_frame], frames])
                 pixels_all = np.concatenate([prev_pixels, pixels])
                 d_frame_all = None if d_frame is None else np.concatenate([prev_d_frame, d_frame])
-                d_shared_all = None if d_shared is None else np.concatenate([prev_d_shared, d_shared])
+                d_shared_all = (None if d_shared is None or prev_d_shared is None
+                                else np.concatenate([prev_d_shared, d_shared]))
             else:
                 frames_all, pixels_all, d_frame_all, d_shared_all = frames, pixels, d_frame, d_shared
                 if self.temporal_anchor is not None:
@@ -229,6 +235,7 @@ class ShotEnergy:
                     if equations is not None:
                         equations.add_frame_rows(frames[:1], residual.reshape(1, -1),
                                                  weight * d_frame[:1].reshape(1, -1, d_frame.shape[-1]),
+                                                 None if d_shared is None else
                                                  weight * d_shared[:1].reshape(1, -1, d_shared.shape[-1]))
             carry.append((frames_all[-1], pixels_all[-1:],
                           None if d_frame_all is None else d_frame_all[-1:],
@@ -240,11 +247,12 @@ class ShotEnergy:
             terms.add("temporal", residual)
             if equations is None:
                 continue
-            p, q = d_frame_all.shape[-1], d_shared_all.shape[-1]
+            p = d_frame_all.shape[-1]
+            d_shared_pair = (None if d_shared_all is None else
+                             weight * (d_shared_all[1:] - d_shared_all[:-1]).reshape(n, -1, d_shared_all.shape[-1]))
             equations.add_pair_rows(frames_all[1:], residual.reshape(n, -1),
                                     weight * d_frame_all[1:].reshape(n, -1, p),
-                                    -weight * d_frame_all[:-1].reshape(n, -1, p),
-                                    weight * (d_shared_all[1:] - d_shared_all[:-1]).reshape(n, -1, q))
+                                    -weight * d_frame_all[:-1].reshape(n, -1, p), d_shared_pair)
         return carry
 
     # -- E_intersect ------------------------------------------------------------------------

@@ -44,7 +44,8 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
     makes the energy non-finite is rejected like any other, and a solve that cannot make
     progress stops with a warning in ``log``.
     """
-    current = energy.evaluate(params, layout, True, active.identity, active.expression)
+    current = energy.evaluate(params, layout, True, active.identity, active.expression,
+                              with_shared=len(active.shared_columns) > 0)
     if not np.isfinite(current.energy):
         raise FitError("the energy is not finite at the start of the solve (bad initialisation or inputs)")
     if not log.energies:
@@ -69,7 +70,8 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
                 return params, current
         decrease = (current.energy - trial.energy) / max(current.energy, 1e-300)
         params = candidate
-        current = energy.evaluate(params, layout, True, active.identity, active.expression)
+        current = energy.evaluate(params, layout, True, active.identity, active.expression,
+                                  with_shared=len(active.shared_columns) > 0)
         log.energies.append(current.energy)
         log.accepted += 1
         damping = max(damping / 3.0, 1e-12)
