@@ -191,9 +191,8 @@ def test_cuda_is_really_used_when_asked(models):
     np.testing.assert_allclose(model.predict(crops)[0], cpu.predict(crops)[0], atol=0.05)
 
 
+@needs_fixtures
 def test_low_presence_is_flagged_not_fitted(tmp_path, detector, astronaut):
-    if not ASTRONAUT.is_file():
-        pytest.skip("shared fixtures absent")
     model = load_tiny(tmp_path, presence_bias=-20.0)  # the face is there, the model is not sure
     result = Landmarker(model, detector).process([astronaut])[0]
     assert "low_confidence" in result.flags and not result.valid
