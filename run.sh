@@ -61,9 +61,9 @@ case "$cmd" in
         backend setup
         status=0
         say "backend tests (numpy 2): tests/"
-        "$VENVS/backend/bin/python" -m pytest tests --ignore=tests/blender "$@" || status=$?
+        "$VENVS/backend/bin/python" -m pytest tests --ignore=tests/blender -rs "$@" || status=$?
         say "Blender tests (bpy module, numpy<2): tests/blender/"
-        "$VENVS/blender/bin/python" -m pytest tests/blender "$@" || status=$?
+        "$VENVS/blender/bin/python" -m pytest tests/blender -rs "$@" || status=$?
         exit $status
         ;;
     bench)
