@@ -140,6 +140,11 @@ def _fit(args: argparse.Namespace) -> int:
                  previews=not args.no_previews)
     out = fit_videos(job, progress=TerminalProgress(args.progress))
     report = json.loads((out / "report.json").read_text())
+    if args.progress == "json":  # tools read stdout line by line: the summary is JSON too
+        print(json.dumps({"type": "result", "out": str(out), "frames": report["frames"],
+                          "frames_fitted": report["frames_fitted"], "frames_flagged": len(report["frames_flagged"]),
+                          "total_s": round(report["timings"]["total_s"], 2), "notes": report["notes"]}), flush=True)
+        return 0
     print(f"fitted {report['frames_fitted']} of {report['frames']} frames "
           f"({len(report['frames_flagged'])} flagged) in {report['timings']['total_s']:.1f} s: {out}")
     for note in report["notes"]:

@@ -39,7 +39,7 @@ from fitter_backend.video.multiview import load_calibration
 Progress = Callable[[str, float, str], None]
 
 # Share of the job's time each stage takes (measured on a 512x512 clip), for the ETA.
-STAGE_SHARES = {"landmarks": 0.45, "embedding": 0.05, "fit": 0.35, "previews": 0.15}
+STAGE_SHARES = {"landmarks": 0.12, "embedding": 0.02, "fit": 0.65, "previews": 0.21}
 
 
 class JobCancelled(FacecapError):
@@ -83,6 +83,18 @@ def observations_from_track(track: LandmarkTrack) -> Observations:
     return Observations(mu, track.sigma_px.astype(np.float64))
 
 
+def _check_output(out: Path) -> None:
+    """Refuse, before the long work, a result folder that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise FacecapError(f"output {out} is a file; expected a folder for the results")
+    probe = out.with_name(f".{out.name}.probe-{os.getpid()}")
+    try:
+        probe.mkdir(parents=True)
+        probe.rmdir()
+    except OSError as error:
+        raise FacecapError(f"cannot write the result folder {out}: {error.strerror or error}") from None
+
+
 def _replace_folder(partial: Path, out: Path) -> None:
     """Move a finished result into place, replacing an earlier one only now."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -116,6 +128,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     if len(job.videos) > 1 and job.calibration is None:
         raise FacecapError(f"{len(job.videos)} videos need a calibration file (--camera calib.json) "
                            "that says where each camera is")
+    _check_output(Path(job.out))
     model: HeadModel = load_head_model(job.head)
     landmarker = Landmarker.from_setup(device=job.device, landmarks=job.landmarks, realtime=job.realtime,
                                        progress=lambda m: report("landmarks", 0.0, m))
@@ -168,7 +181,8 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
             "frames_flagged": {i: f for i, f in zip(track.frame_indices.tolist(), result.flags) if f},
             "notes": track.notes + result.report.get("warnings", []),
             "timings": timings,
-            "frames_per_second": {k[:-2]: frames / v for k, v in timings.items() if v > 0 and k != "total_s"},
+            "frames_per_second": {k[:-2]: frames / v for k, v in timings.items()
+                                  if v > 0 and k not in ("total_s", "embedding_s")},
             "fit": result.report, "previews": [str(p.relative_to(partial)) for p in previews],
         }
         (partial / "report.json").write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")

@@ -116,6 +116,8 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     for step, (name, active, iterations) in enumerate(plan):
         if progress:
             progress(f"fitting: {name}", step / len(plan))
+            log.on_step = (lambda k, step=step, name=name, iterations=iterations:
+                           progress(f"fitting: {name}", (step + min(k / max(iterations, 1), 1.0)) / len(plan)))
         t0 = time.perf_counter()
         if active is None:
             params = _fit_keyframes(energy, params, layout, stages, keyframes, settings, log)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class SolveLog:
     accepted: int = 0
     rejected: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    on_step: Callable[[int], None] | None = None  # called with the stage's step count (progress, cancel)
 
 
 def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, active: Active,
@@ -51,7 +53,7 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
     if not log.energies:
         log.energies.append(current.energy)
     damping = INITIAL_DAMPING
-    for _ in range(iterations):
+    for step in range(iterations):
         while True:
             try:
                 delta_frames, delta_shared = solve(current.equations, active.frame_columns,
@@ -74,6 +76,8 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
                                   with_shared=len(active.shared_columns) > 0)
         log.energies.append(current.energy)
         log.accepted += 1
+        if log.on_step:
+            log.on_step(step + 1)
         damping = max(damping / 3.0, 1e-12)
         if decrease < relative_tolerance:
             break

@@ -157,7 +157,8 @@ class Landmarker:
         from fitter_backend.model_setup import ensure_mediapipe_models  # set-up only when asked for
         models = ensure_mediapipe_models(progress)
         if landmarks not in models:
-            raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {sorted(models)}")
+            built = sorted(name for name in models if name != "face_detector")
+            raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {built}")
         return cls(LandmarkModel.load(models[landmarks], device=device),
                    FaceDetector.load(models["face_detector"], device=device), realtime=realtime)
 

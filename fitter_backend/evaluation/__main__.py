@@ -1,0 +1,76 @@
+"""``python -m fitter_backend.evaluation nme``: NME per annotated fixture set (see the package)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fitter_backend.errors import FacecapError
+
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "landmarks"
+
+
+def _nme(args: argparse.Namespace) -> int:
+    from fitter_backend.evaluation.annotated import SETS, annotated_sets
+    from fitter_backend.evaluation.landmark_nme import evaluate_sets, format_table, summarise
+    from fitter_backend.head_models.loading import load_head_model
+    from fitter_backend.landmarks import Landmarker
+    from fitter_backend.landmarks.embedding import landmark_embedding
+
+    chosen = SETS
+    if args.sets:
+        chosen = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+        unknown = [s for s in chosen if s not in SETS]
+        if unknown:
+            raise FacecapError(f"--sets: unknown set(s) {', '.join(unknown)}; expected some of {', '.join(SETS)}")
+    if args.limit is not None and args.limit < 1:
+        raise FacecapError(f"--limit must be a whole number >= 1, got {args.limit}")
+    faces = {name: found for name, found in annotated_sets(Path(args.fixtures)).items() if name in chosen}
+    if not faces:
+        raise FacecapError(f"no annotated faces of the sets {', '.join(chosen)} under {args.fixtures}")
+    model = load_head_model(args.head)
+    landmarker = Landmarker.from_setup(landmarks=args.landmarks, progress=lambda message: None)
+    points = landmark_embedding(model, landmarker)
+    results = evaluate_sets(faces, model, points, landmarker, args.limit,
+                            progress=lambda name: print(f"  {name}", file=sys.stderr, flush=True))
+    summary = summarise(results)
+    print(f"NME in percent (head {model.name}, landmarks {args.landmarks}; 'fit': the fitted head's iBUG-68 "
+          f"points, label translation; 'raw': {args.landmarks}'s own points at their iBUG counterparts; "
+          f"68 and 51 points by the outer-eye-corner distance, 'box' by sqrt(w h) of the annotation; "
+          f"faces: found / annotated, means over the found)")
+    print(format_table(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"head_model": model.name, "landmarks": args.landmarks,
+                                               "fixtures": str(args.fixtures), "sets": summary}, indent=1),
+                                   encoding="utf-8")
+        print(f"saved {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fitter_backend.evaluation", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    nme = commands.add_parser("nme", help="NME of the fitted head's iBUG-68 points per annotated set")
+    nme.add_argument("--fixtures", default=str(DEFAULT_FIXTURES),
+                     help="the annotated sets' folder (default: ../shared/fixtures/landmarks)")
+    nme.add_argument("--sets", help="comma-separated subset of 300w, wflw, 300vw, aflw2000 (default: all found)")
+    nme.add_argument("--limit", type=int, help="at most this many faces per set")
+    nme.add_argument("--head", default="open", help="open (default), a FLAME .pkl or a head-model .npz")
+    nme.add_argument("--landmarks", default="face_mesh_468", help="landmark model (face_mesh_468, face_mesh_478)")
+    nme.add_argument("--json", help="also save the figures (per set and per face) to this JSON file")
+    nme.set_defaults(run=_nme)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except FacecapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
