@@ -29,31 +29,48 @@ def _albedo(model: HeadModel) -> np.ndarray:
     return albedo
 
 
+def render_views(model: HeadModel, vertices: np.ndarray, cameras: Cameras, paths: list[str | Path]) -> list[Path]:
+    """Write one MPEG-4 clip per camera of posed ``vertices`` (N, V, 3) seen by ``cameras``."""
+    albedo = _albedo(model)
+    out = []
+    for camera, path in enumerate(paths):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        width, height = (int(v) for v in cameras.image_size_px[camera])
+        ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+        background = np.broadcast_to((0.18 + 0.12 * ys) * np.array([0.55, 0.65, 0.75], np.float32),
+                                     (height, width, 3))  # a soft vertical gradient
+        partial = path.with_name(path.name + ".partial.mp4")
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
+        try:
+            for frame in vertices:
+                proj = project(frame[None], cameras, camera, derivatives=False)
+                raster = rasterise(np.column_stack([proj.pixels[0], -proj.camera_points[0, :, 2]]),
+                                   model.triangles, (width, height))
+                linear = shade(raster, model.triangles, vertex_normals(proj.camera_points[0], model.triangles),
+                               albedo, list(LIGHTS), (0.12, 0.11, 0.1), positions=proj.camera_points[0])
+                linear = np.where(raster.mask[..., None], linear, background)
+                writer.write(to_uint8(linear[..., ::-1]))
+        finally:
+            writer.release()
+        partial.replace(path)
+        out.append(path)
+    return out
+
+
+def sample_performance(model: HeadModel, num_frames: int, seed: int = 7, yaw_deg: float = 35.0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Posed vertices (N, V, 3) of a random actor talking and turning in front of camera 0
+    (the head, not the neck base, on the optical axis), and the identity used."""
+    rng = np.random.default_rng(seed)
+    identity, expression, rotations, translation = performance(model, num_frames, rng, yaw_deg, 0.7, 0.8)
+    translation[:, 1] -= model.template[:, 1].mean()
+    return posed_vertices(model, identity, expression, rotations, translation), identity
+
+
 def render_sample_clip(model: HeadModel, path: str | Path, num_frames: int = 75, size_px: int = 512,
                        seed: int = 7, yaw_deg: float = 35.0) -> Path:
     """Write an MPEG-4 clip of a synthetic performance; returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    identity, expression, rotations, translation = performance(model, num_frames, rng, yaw_deg, 0.7, 0.8)
-    translation[:, 1] -= model.template[:, 1].mean()  # the head, not the neck base, in the middle
-    vertices = posed_vertices(model, identity, expression, rotations, translation)
+    vertices, _ = sample_performance(model, num_frames, seed, yaw_deg)
     cameras = Cameras.monocular(size_px, size_px, focal_px=size_px / (2 * np.tan(np.radians(20))))
-    albedo = _albedo(model)
-    ys = np.linspace(0.0, 1.0, size_px, dtype=np.float32)[:, None, None]
-    background = (0.18 + 0.12 * ys) * np.array([0.55, 0.65, 0.75], np.float32)  # a soft vertical gradient
-    partial = path.with_name(path.name + ".partial.mp4")
-    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (size_px, size_px))
-    try:
-        for frame in vertices:
-            proj = project(frame[None], cameras, 0, derivatives=False)
-            raster = rasterise(np.column_stack([proj.pixels[0], -proj.camera_points[0, :, 2]]), model.triangles,
-                               (size_px, size_px))
-            linear = shade(raster, model.triangles, vertex_normals(proj.camera_points[0], model.triangles), albedo,
-                           list(LIGHTS), (0.12, 0.11, 0.1), positions=proj.camera_points[0])
-            linear = np.where(raster.mask[..., None], linear, np.broadcast_to(background, linear.shape))
-            writer.write(to_uint8(linear[..., ::-1]))
-    finally:
-        writer.release()
-    partial.replace(path)
-    return path
+    return render_views(model, vertices, cameras, [path])[0]

@@ -178,7 +178,7 @@ def test_frames_without_landmarks_are_flagged_and_interpolated(open_head):
     mu = shot.observations.mu_px.copy()
     mu[5:7] = np.nan  # no face found in frames 5 and 6
     result = sequence.fit_sequence(open_head, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras)
-    assert result.flags[5] == [sequence.NO_LANDMARKS] and result.flags[6] == [sequence.NO_LANDMARKS]
+    assert result.flags[5] == result.flags[6] == [sequence.NO_LANDMARKS, sequence.INTERPOLATED]
     assert np.isnan(result.frame_rms[5])
     assert result.report["frames_without_landmarks"] == 2
     # The temporal term carries the head through the gap: it projects where the truth does.
@@ -230,7 +230,7 @@ def test_inf_in_mu_marks_the_landmark_missing(toy):
     mu[1, 0, :] = np.inf
     result = sequence.fit_sequence(model, landmarks, Observations(mu, shot.observations.sigma_px), shot.cameras,
                                    FitSettings(stage_iterations=(2, 2, 2)))
-    assert result.flags[1] == [sequence.NO_LANDMARKS]
+    assert result.flags[1] == [sequence.NO_LANDMARKS, sequence.INTERPOLATED]
     assert np.all(np.isfinite(result.params.expression))
 
 

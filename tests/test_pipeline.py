@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 from fitter_backend.errors import FacecapError
+from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.synthetic import look_at_rotation
+from fitter_backend.head_models.lbs import rodrigues
 from fitter_backend.head_models.open_head import load_open_head
 from fitter_backend.landmarks import LandmarkTrack, NoFaceError
 from fitter_backend.pipeline import FitJob, JobCancelled, fit_videos
 from fitter_backend.render.head_png import render_head
-from fitter_backend.sample_clip import render_sample_clip
+from fitter_backend.sample_clip import render_sample_clip, render_views, sample_performance
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_FRAMES, CLIP_SIZE = 10, 256
@@ -288,3 +291,30 @@ def test_an_odd_sized_image_with_alpha_is_fitted_with_a_note(tmp_path):
 def test_job_without_videos_is_refused():
     with pytest.raises(FacecapError, match="no video given"):
         fit_videos(FitJob(videos=(), out=Path("unused")))
+
+
+def test_multiview_shot_fits_with_its_calibration(tmp_path):
+    """Two synchronised cameras 35 degrees apart, calibrated: one fit over both views."""
+    model = load_open_head()
+    vertices, _ = sample_performance(model, 12, seed=3, yaw_deg=15)
+    head = np.array([0.0, 0.0, -0.7])
+    eye = head + 0.7 * np.array([np.sin(np.radians(35)), 0.0, np.cos(np.radians(35))])
+    rotation = look_at_rotation(eye, head)
+    focal = 256 / np.tan(np.radians(20))
+    cameras = Cameras.create([(512, 512)] * 2, [focal] * 2, [np.zeros(3), cv2.Rodrigues(rotation)[0].ravel()],
+                             [np.zeros(3), -rotation @ eye])
+    assert np.allclose(rodrigues(cameras.rotation[1]), rotation)
+    videos = render_views(model, vertices, cameras, [tmp_path / "front.mp4", tmp_path / "side.mp4"])
+    calibration = tmp_path / "calib.json"
+    calibration.write_text(json.dumps({"format": "facecap-calibration", "format_version": 1, "cameras": [
+        {"name": "front", "image_size_px": [512, 512], "focal_px": focal,
+         "R": np.eye(3).tolist(), "t_m": [0.0, 0.0, 0.0]},
+        {"name": "side", "image_size_px": [512, 512], "focal_px": focal,
+         "R": rotation.tolist(), "t_m": (-rotation @ eye).tolist()}]}))
+    out = fit_videos(FitJob(videos=tuple(videos), out=tmp_path / "result", calibration=calibration, previews=False))
+    report = json.loads((out / "report.json").read_text())
+    assert report["fit"]["cameras"] == 2 and report["frames_fitted"] == 12
+    with np.load(out / "fit.npz") as fit:
+        assert fit["focal_px"].tolist() == [focal, focal]  # calibrated: held fixed
+        assert np.allclose(fit["camera_rotation"][1], cameras.rotation[1])
+    assert report["fit"]["median_frame_rms"] < 1.0

@@ -22,7 +22,8 @@ from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 Progress = Callable[[str, float], None]
 
 # Per-frame flags.
-NO_LANDMARKS = "no_landmarks"        # nothing observed: pose carried by E_temporal (interpolated)
+NO_LANDMARKS = "no_landmarks"        # nothing observed in any camera ...
+INTERPOLATED = "interpolated"        # ... so the parameters are carried by E_temporal and the priors
 HIGH_RESIDUAL = "high_residual"      # normalised RMS above settings.high_residual_rms
 
 
@@ -57,7 +58,7 @@ def frame_flags(frame_rms: np.ndarray, present: np.ndarray, settings: FitSetting
     for i in range(len(frame_rms)):
         f = []
         if not present[i].any():
-            f.append(NO_LANDMARKS)
+            f += [NO_LANDMARKS, INTERPOLATED]
         elif frame_rms[i] > settings.high_residual_rms:
             f.append(HIGH_RESIDUAL)
         flags.append(f)

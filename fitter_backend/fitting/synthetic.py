@@ -88,7 +88,7 @@ def talking_expressions(model: HeadModel, num_frames: int, rng: np.random.Genera
     return _smooth_noise(rng, num_frames, model.num_expression, 0.5, 4.0) * scale
 
 
-def _look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+def look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     """World -> camera rotation of a camera at ``eye`` looking at ``target`` (+Y up, looks down -Z)."""
     back = eye - target
     back /= np.linalg.norm(back)
@@ -150,7 +150,7 @@ def make_shot(model: HeadModel, landmarks: SurfacePoints, num_frames: int = 300,
         angle = np.radians([-35, 35, 0, -60, 60][(c - 1) % 5])
         height = [0.0, 0.0, 0.25, 0.1, 0.1][(c - 1) % 5]
         eye = head_centre + distance_m * np.array([np.sin(angle), height, np.cos(angle)])
-        rotation = _look_at_rotation(eye, head_centre)
+        rotation = look_at_rotation(eye, head_centre)
         cam_rotations.append(_rotation_vector(rotation))
         cam_translations.append(-rotation @ eye)
     cameras = Cameras.create([size] * num_cameras, [focal] * num_cameras, cam_rotations, cam_translations)
