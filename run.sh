@@ -52,6 +52,7 @@ shift || true
 case "$cmd" in
     demo)
         ensure_venv backend requirements/backend.txt
+        ensure_venv blender requirements/blender.txt
         backend setup
         backend demo "$@"
         ;;

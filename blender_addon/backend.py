@@ -164,9 +164,10 @@ class BackendProcess:
     def request(self, kind: str, **fields) -> None:
         self.send({"protocol": protocol().PROTOCOL_VERSION, "type": kind, **fields})
 
-    def last_error_lines(self, count: int = 6) -> str:
-        """The backend's last stderr lines, most useful last (e.g. a traceback's final line)."""
-        lines = [line for line in self.stderr_tail if line.strip()]
+    def last_error_lines(self, count: int = 2) -> str:
+        """The backend's last stderr lines that are not traceback frames (e.g. the exception)."""
+        lines = [line for line in self.stderr_tail
+                 if line.strip() and not line[0].isspace() and not line.startswith("Traceback")]
         return " | ".join(lines[-count:])
 
     def stop(self, wait_s: float = 5.0) -> None:

@@ -79,7 +79,7 @@ def bone_channels(animation, bone_rest_rotations: np.ndarray) -> tuple[np.ndarra
     """Pose-bone values: quaternions (N, J, 4) in each bone's rest frame and the root's
     location (N, 3) in its rest frame. bone_rest_rotations (J, 3, 3) armature space."""
     # B^T r: the rotation vector of B^T R B.
-    local = np.einsum("jba,nja->njb", bone_rest_rotations, animation.joint_rotations)
+    local = np.einsum("jab,nja->njb", bone_rest_rotations, animation.joint_rotations)
     quats = np.stack([rotation_vectors_to_quaternions(local[:, j]) for j in range(local.shape[1])], axis=1)
     location = animation.translation_m @ bone_rest_rotations[0]
     return quats, location
@@ -161,7 +161,7 @@ def _edit_bones(view_layer, armature_obj, rig) -> None:
         view_layer.objects.active = previous_active
 
 
-def _build_rig(scene, collection, rig, key: str, name: str):
+def _build_rig(collection, rig, key: str, name: str):
     armature = bpy.data.armatures.new(f"{name} Rig")
     armature_obj = bpy.data.objects.new(f"{name} Rig", armature)
     armature_obj[RIG_KEY] = key
@@ -175,7 +175,7 @@ def _build_rig(scene, collection, rig, key: str, name: str):
     return armature_obj, mesh_obj
 
 
-def _update_rig_shape(scene, armature_obj, mesh_obj, rig) -> None:
+def _update_rig_shape(armature_obj, mesh_obj, rig) -> None:
     _set_shape_keys(mesh_obj, rig)
     _set_vertex_groups(mesh_obj, rig)
     _edit_bones(bpy.context.view_layer, armature_obj, rig)
@@ -211,7 +211,6 @@ def _take_action(id_block, take: str, slot: str, notes: list, made: dict):
         unedited = current.get(HASH_KEY) == keys_hash(compat.all_action_fcurves(current))
         if current.get(TAKE_KEY) == take and unedited and share not in made:
             made[share] = current
-            compat.clear_fcurves(compat.assign_action(id_block, current, slot))
         else:
             current.use_fake_user = True  # keep it although nothing uses it any more
             why = "was edited" if current.get(TAKE_KEY) else "is not a facecap take"
@@ -221,6 +220,8 @@ def _take_action(id_block, take: str, slot: str, notes: list, made: dict):
         action = bpy.data.actions.new(take if compat.SLOTTED_ACTIONS else f"{take} {slot}")
         action[TAKE_KEY] = take
         made[share] = action
+    if current is made[share]:  # rewriting our own take: drop its old curves for this data-block
+        compat.clear_fcurves(compat.assign_action(id_block, current, slot))
     return made[share]
 
 
@@ -258,10 +259,10 @@ def import_result(scene, result: Result, take: str, frame_offset: int, view_came
     created = armature_obj is None
     collection = scene.collection if created else armature_obj.users_collection[0]
     if created:
-        armature_obj, mesh_obj = _build_rig(scene, collection, rig, key, name)
+        armature_obj, mesh_obj = _build_rig(collection, rig, key, name)
     else:
         notes.append(f"updated the existing rig {armature_obj.name!r} (head shape from this take)")
-    _update_rig_shape(scene, armature_obj, mesh_obj, rig)
+    _update_rig_shape(armature_obj, mesh_obj, rig)
 
     camera_obj = None
     if view_camera is None:

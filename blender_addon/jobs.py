@@ -234,6 +234,9 @@ def poll(session: Session, now: float | None = None) -> list:
         elif kind == "error":
             session.report("ERROR", f"backend: {event['message']}")
         elif kind in ("garbage", "exited"):
+            if kind == "exited" and session.hello is None:
+                event["message"] += (" before it answered: the backend environment may be incomplete "
+                                     "('Set up backend' in the add-on preferences rebuilds it)")
             if kind == "garbage":
                 session.report("ERROR", event["message"] + " (the backend was stopped)")
                 process.kill()

@@ -1,7 +1,7 @@
 """Draw the fitted landmarks over the Sequencer preview for the current frame.
 
-Points are coloured by their sigma (green: confident, about 1 px; red: uncertain, 8 px or
-more). Image pixels (x right, y down) map onto the preview as a strip that fits the render
+Points are coloured by their sigma relative to the image width (green: confident, 0.5% of
+the width or less; red: uncertain, 4% or more; log scale between). Image pixels (x right, y down) map onto the preview as a strip that fits the render
 frame (the Sequencer's default "Scale to Fit"), centred on the preview's origin.
 """
 import bpy
@@ -9,16 +9,17 @@ import numpy as np
 
 from . import compat
 
-SIGMA_GREEN_PX = 1.0
-SIGMA_RED_PX = 8.0
+SIGMA_GREEN = 0.005   # of the image width
+SIGMA_RED = 0.04
 POINT_SIZE_PX = 4.0
 
 _state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0}
 
 
-def sigma_colours(sigma_px: np.ndarray) -> np.ndarray:
+def sigma_colours(sigma_px: np.ndarray, image_width_px: float) -> np.ndarray:
     """(S,) sigmas -> (S, 4) RGBA from green to yellow to red on a log scale."""
-    t = np.clip(np.log(np.maximum(sigma_px, 1e-6) / SIGMA_GREEN_PX) / np.log(SIGMA_RED_PX / SIGMA_GREEN_PX), 0, 1)
+    relative = np.maximum(sigma_px, 1e-9) / image_width_px
+    t = np.clip(np.log(relative / SIGMA_GREEN) / np.log(SIGMA_RED / SIGMA_GREEN), 0, 1)
     return np.stack([np.minimum(1.0, 2 * t), np.minimum(1.0, 2 * (1 - t)), np.zeros_like(t), np.ones_like(t)],
                     axis=-1).astype(np.float32)
 
@@ -57,13 +58,13 @@ def _draw() -> None:
     import gpu
     from gpu_extras.batch import batch_for_shader
     render = context.scene.render
-    percent = render.resolution_percentage / 100
-    view = image_to_preview(landmarks[0], animation.image_size_px[_state["view"]],
-                            (render.resolution_x * percent, render.resolution_y * percent))
+    image_size = animation.image_size_px[_state["view"]]
+    # The preview's view space is in full-resolution render pixels, whatever the percentage.
+    view = image_to_preview(landmarks[0], image_size, (render.resolution_x, render.resolution_y))
     view2d = context.region.view2d
     region_xy = [view2d.view_to_region(float(x), float(y), clip=False) for x, y in view]
     shader = compat.builtin_shader("FLAT_COLOR")
-    batch = batch_for_shader(shader, "POINTS", {"pos": region_xy, "color": sigma_colours(landmarks[1]).tolist()})
+    batch = batch_for_shader(shader, "POINTS", {"pos": region_xy, "color": sigma_colours(landmarks[1], image_size[0]).tolist()})
     gpu.state.point_size_set(POINT_SIZE_PX)
     shader.bind()
     batch.draw(shader)

@@ -27,9 +27,10 @@ class FacecapPreferences(bpy.types.AddonPreferences):
     flame_path: StringProperty(name="FLAME file", subtype="FILE_PATH",
                                description="FLAME model: generic_model.pkl, flame2023.pkl, ...")
     landmark_model: EnumProperty(
-        name="Landmarks", default="DENSE",
-        items=[("DENSE", "Dense", "The dense landmark network (hundreds of landmarks with uncertainties)"),
-               ("BOOTSTRAP", "Bootstrap", "MediaPipe's face mesh mapped onto the head (fewer, cruder landmarks)")])
+        name="Landmarks", default="BOOTSTRAP",
+        items=[("DENSE", "Dense", "The dense landmark network (hundreds of landmarks with uncertainties), "
+                                  "once the backend ships it"),
+               ("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh mapped onto the head")])
     device: EnumProperty(name="Device", default="CPU",
                          items=[("CPU", "CPU", "Run the networks on the CPU"),
                                 ("GPU", "GPU", "Run the networks on a CUDA GPU when the backend has one")])

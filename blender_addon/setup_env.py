@@ -4,7 +4,8 @@
 
 1. ``python -m venv DIR`` (kept when it already has a Python),
 2. ``pip install -r SOURCES/requirements/backend.txt`` (offline from ``--wheels`` when given),
-3. ``python -m fitter_backend setup`` (builds the open head into the user data folder),
+3. ``python -m fitter_backend setup`` (builds the open head and the face models into the
+   user data folder; downloads their sources),
 4. a check that the backend's server module imports.
 
 Progress goes to stdout as JSON lines ``{"step", "steps", "stage", "line"}``; the last line is
@@ -68,7 +69,7 @@ def main() -> int:
     run(2, "installing packages", pip)
     env = dict(os.environ, PYTHONPATH=str(args.sources))
     env.pop("PYTHONHOME", None)
-    run(3, "building the open head", [str(python), "-m", "fitter_backend", "setup"], env)
+    run(3, "building the head and face models", [str(python), "-m", "fitter_backend", "setup"], env)
     run(4, "checking the backend", [str(python), "-c", "import fitter_backend.server.server"], env)
     say(done=True, python=str(python))
     return 0

@@ -4,6 +4,7 @@
   fit VIDEO [VIDEO ...] --out DIR
                            the end-to-end job: decode, ROI, landmarks, fit, previews
   demo [VIDEO] [--out DIR] the main job on the embedded default head, on VIDEO or a rendered sample clip
+  serve                    the Blender add-on's backend process (JSON lines, docs/protocol.md)
   head-model info SPEC     vertex/channel counts and sizes of a head model
   head-model build         (re)build the open head
   head-model obj|png|showcase --out FILE [...]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,7 @@ def _setup(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: the open head fitted to the user's video or to
     a clip the project renders itself."""
+    from fitter_backend.export.result_files import finish_video_result
     from fitter_backend.head_models.open_head import load_open_head
     from fitter_backend.pipeline import FitJob, fit_videos
     from fitter_backend.render.head_png import render_grid_png, showcase_panels
@@ -79,10 +82,30 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"rendering a sample clip (a synthetic actor talking and turning): {video}", flush=True)
             render_sample_clip(model, video)
     result = fit_videos(FitJob(videos=(video,), out=out / "fit"), progress=TerminalProgress("bar"))
+    finish_video_result(result, model, {"source": {"kind": "video", "paths": [str(video)]}, "mode": "offline",
+                                        "head": "open"})
     report = json.loads((result / "report.json").read_text())
     print(f"fitted {report['frames_fitted']} of {report['frames']} frames of {video} in "
           f"{report['timings']['total_s']:.1f} s; median normalised residual {report['fit']['median_frame_rms']:.2f}")
-    print(f"results: {result} (fit.npz, fit.json, landmarks.npz, report.json, previews/)")
+    print(f"results: {result} (fit.npz, fit.json, landmarks.npz, rig.npz, animation.npz, report.json, previews/)")
+    return _blend_and_fbx(result, out / "facecap_demo.blend", out / "facecap_demo.fbx")
+
+
+def _blend_and_fbx(result: Path, blend: Path, fbx: Path) -> int:
+    """The keyed rig as a .blend and an FBX, built by the add-on's importer in Blender's own
+    environment (``.venvs/blender``: bpy as a module)."""
+    root = Path(__file__).resolve().parents[1]
+    blender_python = root / ".venvs" / "blender" / "bin" / "python"
+    if not blender_python.is_file():
+        raise FacecapError(f"the Blender environment {blender_python.parent.parent} is missing: "
+                           "run ./run.sh demo (it sets it up) to get the .blend and .fbx")
+    print("importing the fit into Blender (keyed rig, camera) and exporting FBX ...", flush=True)
+    done = subprocess.run([str(blender_python), "-m", "blender_addon.headless", str(result.resolve()),
+                           "--blend", str(blend.resolve()), "--fbx", str(fbx.resolve())],
+                          cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FacecapError(f"Blender could not import {result}: {(done.stderr or done.stdout).strip()[-800:]}")
+    print("\n".join(line for line in done.stdout.splitlines() if line.startswith(("blend:", "fbx:", "note:"))))
     return 0
 
 
@@ -152,6 +175,11 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from fitter_backend.server.server import main as serve_main
+    return serve_main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fitter_backend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),
                      help="bar: a terminal progress line; json: JSON lines on stdout")
     fit.set_defaults(run=_fit)
+    serve = commands.add_parser("serve", help="the Blender add-on's backend process (JSON lines on "
+                                              "stdin/stdout, docs/protocol.md)")
+    serve.set_defaults(run=_serve)
     head = commands.add_parser("head-model", help="inspect, build or look at head models",
                                description="info SPEC | build [--force] | obj|png|showcase --out FILE "
                                            "[--model X.npz] [--expression NAME=V] [--joint NAME=X,Y,Z] "

@@ -5,7 +5,8 @@ A job's result folder holds
 - ``rig.npz``: the fitted head as Blender builds it (see :func:`rig_arrays`),
 - ``animation.npz``: per-frame parameters and cameras (see :func:`animation_arrays`),
 - ``fit.npz`` / ``fit.json``: the fitter's own result and report (:mod:`fitting.result_io`),
-- ``result.json``: format, version, file list with sizes and sha256, written LAST by an
+- for video jobs also ``landmarks.npz`` and ``report.json`` (:mod:`fitter_backend.pipeline`),
+- ``result.json``: format, version, every file with its size and sha256, written LAST by an
   atomic rename. A folder without ``result.json`` is incomplete and is never imported.
 
 Coordinates. The backend is +Y up with the face looking down +Z and camera 0 looking down
@@ -29,6 +30,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -91,33 +93,33 @@ def camera_matrices_world(rotation: np.ndarray, translation_m: np.ndarray) -> np
     return matrices
 
 
-def animation_arrays(result: FitResult, frame_indices: np.ndarray, fps: float,
+def animation_arrays(fit: Mapping[str, np.ndarray], frame_indices: np.ndarray, fps: float,
                      landmarks_px: np.ndarray | None = None, landmarks_sigma_px: np.ndarray | None = None
                      ) -> dict[str, np.ndarray]:
-    """Per-frame parameters in Blender's frame.
+    """Per-frame parameters in Blender's frame, from the arrays of ``fit.npz`` (see
+    :mod:`fitter_backend.fitting.result_io`).
 
     expression (N, E); joint_rotations (N, J, 3) local axis-angle; translation_m (N, 3);
     frame_indices (N,) frames of the source clip; frame_flags (N,) comma-joined flags;
     frame_rms (N,); fps (); focal_px (C,); image_size_px (C, 2) (width, height);
-    camera_matrix_world (C, 4, 4); optionally landmarks_px (N, C, S, 2) (x right, y down)
-    and landmarks_sigma_px (N, C, S): what the fit saw, for the add-on's overlay.
+    camera_matrix_world (C, 4, 4); optionally landmarks_px (N, C, S, 2) (x right, y down,
+    NaN where not observed) and landmarks_sigma_px (N, C, S): what the fit saw, for the overlay.
     """
-    params = result.params
-    n = params.num_frames
+    n = len(fit["expression"])
     frame_indices = np.asarray(frame_indices, dtype=np.int32)
     if frame_indices.shape != (n,):
         raise ValueError(f"frame_indices must have shape ({n},), got {frame_indices.shape}")
     arrays = {
-        "expression": params.expression.astype(np.float32),
-        "joint_rotations": to_blender(params.rotations).astype(np.float32),
-        "translation_m": to_blender(params.translation_m).astype(np.float32),
+        "expression": np.asarray(fit["expression"], dtype=np.float32),
+        "joint_rotations": to_blender(fit["joint_rotations"]).astype(np.float32),
+        "translation_m": to_blender(fit["translation_m"]).astype(np.float32),
         "frame_indices": frame_indices,
-        "frame_flags": np.array([",".join(f) for f in result.flags], dtype=str),
-        "frame_rms": np.asarray(result.frame_rms, dtype=np.float32),
+        "frame_flags": np.asarray(fit["frame_flags"], dtype=str),
+        "frame_rms": np.asarray(fit["frame_rms"], dtype=np.float32),
         "fps": np.array(float(fps)),
-        "focal_px": params.cameras.focal_px.astype(np.float64),
-        "image_size_px": params.cameras.image_size_px.astype(np.float64),
-        "camera_matrix_world": camera_matrices_world(params.cameras.rotation, params.cameras.translation_m),
+        "focal_px": np.asarray(fit["focal_px"], dtype=np.float64),
+        "image_size_px": np.asarray(fit["image_size_px"], dtype=np.float64),
+        "camera_matrix_world": camera_matrices_world(fit["camera_rotation"], fit["camera_translation_m"]),
     }
     if landmarks_px is not None:
         arrays["landmarks_px"] = np.asarray(landmarks_px, dtype=np.float32)
@@ -140,24 +142,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_result(folder: str | Path, model: HeadModel, result: FitResult, frame_indices: np.ndarray,
-                 fps: float, info: dict, landmarks_px: np.ndarray | None = None,
-                 landmarks_sigma_px: np.ndarray | None = None) -> Path:
-    """Write every result file into ``folder`` and ``result.json`` last; returns its path.
+def finish_result(folder: str | Path, model: HeadModel, frame_indices: np.ndarray, fps: float, info: dict,
+                  landmarks_px: np.ndarray | None = None, landmarks_sigma_px: np.ndarray | None = None) -> Path:
+    """Add ``rig.npz``, ``animation.npz`` and, last, ``result.json`` to a folder that holds a
+    fit (``fit.npz``/``fit.json``); returns the manifest's path.
 
-    ``info`` (JSON-ready: job id, mode, source, ...) is copied into result.json.
+    The manifest lists every file of the folder with its size and sha256; ``info``
+    (JSON-ready: job id, mode, source, ...) is copied into it.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_npz(folder / "rig.npz", rig_arrays(model, result.params.identity))
-    _save_npz(folder / "animation.npz", animation_arrays(result, frame_indices, fps, landmarks_px,
-                                                         landmarks_sigma_px))
-    save_fit_result(result, model, folder)
-    names = ("rig.npz", "animation.npz", "fit.npz", "fit.json")
+    with np.load(folder / "fit.npz", allow_pickle=False) as data:
+        fit = {key: data[key] for key in data.files}
+    _save_npz(folder / "rig.npz", rig_arrays(model, fit["identity"]))
+    _save_npz(folder / "animation.npz", animation_arrays(fit, frame_indices, fps, landmarks_px, landmarks_sigma_px))
+    names = sorted(p.name for p in folder.iterdir()
+                   if p.is_file() and p.name != RESULT_MANIFEST and not p.name.endswith(".partial"))
     manifest = {
         "format": RESULT_FORMAT, "format_version": RESULT_FORMAT_VERSION,
         "backend_version": __version__, "created_unix_s": round(time.time(), 3),
-        "head_model": model.name, "frames": int(result.params.num_frames),
+        "head_model": model.name, "frames": len(fit["expression"]),
         "expression_channels": int(model.num_expression), "joints": list(model.joint_names),
         "axis_to_blender": AXIS_TO_BLENDER.astype(int).tolist(),
         "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)}
@@ -171,3 +174,26 @@ def write_result(folder: str | Path, model: HeadModel, result: FitResult, frame_
         os.fsync(handle.fileno())
     partial.replace(folder / RESULT_MANIFEST)
     return folder / RESULT_MANIFEST
+
+
+def write_result(folder: str | Path, model: HeadModel, result: FitResult, frame_indices: np.ndarray,
+                 fps: float, info: dict, landmarks_px: np.ndarray | None = None,
+                 landmarks_sigma_px: np.ndarray | None = None) -> Path:
+    """Write a fit and everything the add-on imports into ``folder``; returns result.json's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_fit_result(result, model, folder)
+    return finish_result(folder, model, frame_indices, fps, info, landmarks_px, landmarks_sigma_px)
+
+
+def finish_video_result(folder: str | Path, model: HeadModel, info: dict, default_fps: float = 25.0) -> Path:
+    """:func:`finish_result` for a folder written by the video pipeline: frames, frame rate and
+    landmarks come from its ``landmarks.npz``."""
+    from fitter_backend.landmarks.pipeline import LandmarkTrack
+    from fitter_backend.pipeline import observations_from_track
+    folder = Path(folder)
+    track = LandmarkTrack.load_npz(folder / "landmarks.npz")
+    steps = np.diff(track.timestamps_s)
+    fps = float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else default_fps
+    observations = observations_from_track(track)
+    return finish_result(folder, model, track.frame_indices, fps, info, observations.mu_px, observations.sigma_px)

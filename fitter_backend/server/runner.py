@@ -3,12 +3,13 @@
 The job reports progress through a callback that also checks for cancellation: the callback
 raises :class:`JobCancelled` and the job unwinds, leaving nothing behind. Results are
 written into a temporary sibling of the requested folder and renamed into place at the end,
-so the requested folder exists only once it is complete.
+so the requested folder exists only once it is complete (and then holds result.json).
 """
 from __future__ import annotations
 
-import importlib.util
+import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,15 +17,17 @@ from typing import Callable
 import numpy as np
 
 from fitter_backend.errors import FitError
-from fitter_backend.export.result_files import write_result
+from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
 
 SYNTHETIC_LANDMARKS = 300      # dense stand-in landmarks of a synthetic shot
 SYNTHETIC_FPS = 25.0
+#: The protocol's landmark choices -> the landmark stage's models.
+LANDMARK_MODELS = {"bootstrap": "face_mesh_468"}
 
 # Share of the job's time each step takes (for the overall fraction and the ETA).
-STEPS = {"loading head model": (0.0, 0.05), "preparing landmarks": (0.05, 0.1),
-         "fitting": (0.1, 0.92), "writing results": (0.92, 1.0)}
+STEPS = {"loading head model": (0.0, 0.05), "preparing landmarks": (0.05, 0.1), "fitting": (0.1, 0.92),
+         "video": (0.05, 0.92), "writing results": (0.92, 1.0)}
 
 Report = Callable[[str, float], None]   # (stage, overall fraction in [0, 1])
 
@@ -34,7 +37,7 @@ class JobCancelled(Exception):
 
 
 class HeadModelCache:
-    """Loaded head models by spec and file time: later jobs skip the loading."""
+    """The last loaded head model by spec and file time: later jobs skip the loading."""
 
     def __init__(self) -> None:
         self._models: dict[tuple, HeadModel] = {}
@@ -72,37 +75,80 @@ def prepare_output(out: str) -> tuple[Path, Path]:
     return target, partial
 
 
-def video_fitting_available() -> bool:
-    spec = importlib.util.find_spec("fitter_backend.pipeline")
-    if spec is None:
-        return False
-    from fitter_backend import pipeline
-    return hasattr(pipeline, "fit_videos")
-
-
-def synthetic_job(model: HeadModel, source: dict, mode: str, report: Report):
-    """Fit a generated talking-head shot; returns (result, frame indices, fps, mu, sigma)."""
+def synthetic_fit(model: HeadModel, source: dict, mode: str, folder: Path, report: Report):
+    """Fit a generated talking-head shot into ``folder``; returns (frames, fps, mu_px, sigma_px)."""
     from fitter_backend.fitting import realtime, sequence, synthetic
+    from fitter_backend.fitting.result_io import save_fit_result
     step_reporter(report, "preparing landmarks")("generating a synthetic shot", 0.0)
     landmarks = synthetic.area_sampled_points(model, SYNTHETIC_LANDMARKS, seed=source["seed"])
     shot = synthetic.make_shot(model, landmarks, num_frames=source["frames"], seed=source["seed"])
     fit = realtime.fit_realtime if mode == "realtime" else sequence.fit_sequence
     result = fit(model, landmarks, shot.observations, shot.cameras, progress=step_reporter(report, "fitting"))
-    frames = np.arange(source["frames"])
-    return result, frames, SYNTHETIC_FPS, shot.observations.mu_px, shot.observations.sigma_px
+    save_fit_result(result, model, folder)
+    return np.arange(source["frames"]), SYNTHETIC_FPS, shot.observations.mu_px, shot.observations.sigma_px
 
 
-def video_job(source: dict) -> None:
-    missing = [p for p in source["paths"] if not Path(p).is_file()]
+def calibration_file(folder: Path, paths: list[Path], cameras: list[dict]) -> Path:
+    """The landmark stage's calibration JSON from the add-on's Blender cameras.
+
+    A Blender camera's matrix_world maps its local frame (the backend's camera convention)
+    to Blender's world; camera 0 is the backend's world, so X_c = M_c^-1 M_0 X_0.
+    """
+    import cv2
+    first = np.asarray(cameras[0]["matrix_world"], dtype=np.float64) if cameras[0]["matrix_world"] else None
+    entries = []
+    for number, (path, camera) in enumerate(zip(paths, cameras)):
+        capture = cv2.VideoCapture(str(path))
+        size = [int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))]
+        capture.release()
+        if min(size) <= 0:
+            raise FitError(f"cannot read the frame size of {path}")
+        if camera["matrix_world"] is None or first is None:
+            raise FitError(f"view {number + 1} ({path.name}) needs its camera's position for multi-view fitting")
+        matrix = np.asarray(camera["matrix_world"], dtype=np.float64)
+        if np.abs(np.linalg.norm(matrix[:3, :3], axis=0) - 1).max() > 1e-3:
+            raise FitError(f"the camera of view {number + 1} ({path.name}) is scaled; set its scale to 1")
+        relative = np.linalg.inv(matrix) @ first
+        entries.append({"name": f"view{number + 1}", "image_size_px": size, "focal_px": camera["focal_px"],
+                        "R": relative[:3, :3].tolist() if number else np.eye(3).tolist(),
+                        "t_m": relative[:3, 3].tolist() if number else [0.0, 0.0, 0.0]})
+    path = folder / "calibration.json"
+    path.write_text(json.dumps({"format": "facecap-calibration", "format_version": 1, "cameras": entries}))
+    return path
+
+
+def video_fit(request: dict, folder: Path, report: Report, cancelled: Callable[[], bool]) -> None:
+    """Run the landmark stage and the fit on the request's videos into ``folder``."""
+    from fitter_backend import pipeline
+    source = request["source"]
+    paths = [Path(p) for p in source["paths"]]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FitError(f"video file not found: {missing[0]}")
-    if not video_fitting_available():
-        raise FitError("video fitting is not available in this backend version "
-                       "(use a synthetic source to try the rig)")
-    raise FitError("video fitting is not wired to this server yet")
+    landmarks = request.get("landmarks", "dense")
+    if landmarks not in LANDMARK_MODELS:
+        raise FitError(f"the {landmarks} landmark model is not available in this backend version; "
+                       f"choose one of: {', '.join(LANDMARK_MODELS)}")
+    step = step_reporter(report, "video")
+    with tempfile.TemporaryDirectory(prefix="facecap-calibration-") as scratch:
+        calibration = (calibration_file(Path(scratch), paths, source["cameras"]) if "cameras" in source
+                       else None)
+        job = pipeline.FitJob(videos=tuple(paths), out=folder, head=request["head"], calibration=calibration,
+                              realtime=request["mode"] == "realtime",
+                              frame_range=(source["frame_start"], source["frame_end"] + 1),
+                              landmarks=LANDMARK_MODELS[landmarks], device=request.get("device", "cpu"),
+                              previews=False)
+        try:
+            pipeline.fit_videos(job, progress=lambda stage, fraction, message: step(
+                f"{stage}: {message}" if message and stage != "done" else stage, fraction), cancelled=cancelled)
+        except pipeline.JobCancelled:
+            raise JobCancelled(request["job"]) from None
+        if calibration is not None:
+            shutil.copy(calibration, folder / "calibration.json")
 
 
-def run_fit_job(request: dict, report: Report, models: HeadModelCache) -> Path:
+def run_fit_job(request: dict, report: Report, models: HeadModelCache,
+                cancelled: Callable[[], bool] = lambda: False) -> Path:
     """Run a validated ``fit`` request; returns the finished result folder."""
     source = request["source"]
     target, partial = prepare_output(request["out"])
@@ -111,13 +157,17 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache) -> Path:
         step_reporter(report, "loading head model")("loading head model", 0.0)
         model = models.load(request["head"])
         if source["kind"] == "video":
-            video_job(source)
-        result, frames, fps, mu, sigma = synthetic_job(model, source, request["mode"], report)
+            video_fit(request, partial, report, cancelled)
+        else:
+            frames, fps, mu, sigma = synthetic_fit(model, source, request["mode"], partial, report)
         step_reporter(report, "writing results")("writing results", 0.0)
         info = {"job": request["job"], "mode": request["mode"], "source": source, "head": request["head"],
                 "landmarks": request.get("landmarks", "dense"), "device": request.get("device", "cpu"),
                 "job_seconds": round(time.perf_counter() - started, 3)}
-        write_result(partial, model, result, frames, fps, info, mu, sigma)
+        if source["kind"] == "video":
+            finish_video_result(partial, model, info)
+        else:
+            finish_result(partial, model, frames, fps, info, mu, sigma)
         if target.exists():  # an empty folder made by the caller: a rename cannot replace it
             target.rmdir()
         partial.replace(target)

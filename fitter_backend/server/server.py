@@ -114,23 +114,20 @@ class Server:
                       eta_s=None if eta is None else round(eta, 1))
 
         try:
-            result_dir = self._run_job(request, report, self._models)
+            result_dir = self._run_job(request, report, self._models, cancel.is_set)
         except JobCancelled:
-            self._finish(lambda: self.emit("cancelled", job=job))
+            kind, fields = "cancelled", {}
         except FacecapError as exc:
-            self._finish(lambda: self.emit("error", job=job, message=str(exc)))
+            kind, fields = "error", {"message": str(exc) or type(exc).__name__}
         except Exception as exc:  # a bug: say so, keep serving
             traceback.print_exc(file=sys.stderr)
-            self._finish(lambda: self.emit("error", job=job,
-                                           message=f"internal error in the backend: {type(exc).__name__}: {exc}"))
+            kind, fields = "error", {"message": f"internal error in the backend: {type(exc).__name__}: {exc}"}
         else:
-            self._finish(lambda: self.emit("done", job=job, result_dir=str(result_dir)))
-
-    def _finish(self, announce: Callable[[], None]) -> None:
+            kind, fields = "done", {"result_dir": str(result_dir)}
         # Free the slot before announcing, so a client may start the next job at once.
         with self._state_lock:
             self.running = None
-        announce()
+        self.emit(kind, job=job, **fields)
 
     def stop(self, wait_s: float = SHUTDOWN_WAIT_S) -> None:
         """Cancel a running job and wait for its worker to unwind."""
