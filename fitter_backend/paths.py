@@ -23,3 +23,13 @@ def open_head_path() -> Path:
 def downloads_dir() -> Path:
     """Third-party packages fetched from registries by the set-up step."""
     return data_dir() / "downloads"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks (downloads, caches and result manifests)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

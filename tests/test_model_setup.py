@@ -7,7 +7,8 @@ import pytest
 
 from fitter_backend.landmarks import LandmarkModel
 from fitter_backend.model_setup import ModelSetupError, ensure_mediapipe_models, models_dir
-from fitter_backend.model_setup.mediapipe_models import _is_converted, _sha256, fetch_mediapipe_wheel, mediapipe_regions
+from fitter_backend.model_setup.mediapipe_models import _is_converted, fetch_mediapipe_wheel, mediapipe_regions
+from fitter_backend.paths import sha256_file
 from fitter_backend.roi import FaceDetector
 
 
@@ -23,7 +24,7 @@ def test_models_are_built_with_their_contracts(models):
             assert len(model.metadata.semantic_points) == 68
     for name, path in models.items():
         stamp = json.loads(path.with_name(f"{name}.stamp.json").read_text())
-        assert stamp["onnx_sha256"] == _sha256(path)
+        assert stamp["onnx_sha256"] == sha256_file(path)
         assert stamp["onnx_vs_tflite_max_abs_diff"] < 1e-3  # checked against TFLite at conversion
 
 

