@@ -12,7 +12,7 @@ from pathlib import Path
 
 import bpy
 
-from blender_addon import fbx_export, importer, results
+from . import fbx_export, importer, results
 
 
 def build_blend(result_dir: Path, blend_path: Path, fbx_path: Path | None, preset: str = "UNITY") -> str:
