@@ -35,7 +35,7 @@ class FitSettings:
     stage_iterations: tuple[int, int, int] = (6, 8, 25)  # rigid, + expression/joints, + identity
     identity_keyframes: int = 40   # longer shots solve identity and cameras on this many frames first
     polish_iterations: int = 1     # then everything together, on all frames
-    relative_tolerance: float = 1e-6
+    relative_tolerance: float = 1e-4  # stop a stage when a step lowers the energy by less than this
     chunk_frames: int = 24
     high_residual_rms: float = 3.0  # frames whose normalised RMS exceeds this are flagged
 

@@ -111,9 +111,9 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     plan = ([("identity keyframes", None, 0)] if keyframes is not None else [])
     plan += [(name, active, iterations) for (name, active), iterations in zip(stages, settings.stage_iterations)]
     if keyframes is not None:
-        # Identity and cameras come from the keyframes; all frames then follow with them fixed,
-        # and a short joint polish brings everything to the optimum of the whole shot.
-        plan = [plan[0], plan[1], plan[2], ("polish", stages[2][1], settings.polish_iterations)]
+        # Identity and cameras come from the keyframes; all frames (PnP-started) then follow
+        # with them fixed, and a short joint polish brings everything to the shot's optimum.
+        plan = [plan[0], plan[2], ("polish", stages[2][1], settings.polish_iterations)]
     for step, (name, active, iterations) in enumerate(plan):
         if progress:
             progress(f"fitting: {name}", step / len(plan))
