@@ -104,6 +104,21 @@ def test_torch_energy_equals_shot_energy(temporal_weight):
     assert expected.terms["intersect"] > 0  # the random pose pushes lids and lips inside
 
 
+def test_torch_gradient_equals_the_fitters_normal_equations_gradient():
+    """Autograd through the port gives J^T r of the fitter's analytic Jacobians."""
+    torch = pytest.importorskip("torch")
+    from fitter_backend.bench.torch_energy import TorchShotEnergy
+
+    shot, energy, layout, start = toy_problem()
+    x = 0.05 * np.random.default_rng(6).normal(size=flat.flat_size(layout, start.num_frames))
+    equations = energy.evaluate(flat.parameters_at(start, layout, x), layout, True).equations
+    expected = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+    # Layout.apply scales focal by exp(step): the flat step's focal column is d/d log f, as in the fitter.
+    tensor = torch.as_tensor(x).requires_grad_(True)
+    TorchShotEnergy(energy, layout, start).energy(tensor).backward()
+    np.testing.assert_allclose(tensor.grad.numpy(), expected, rtol=0, atol=1e-7 * np.abs(expected).max())
+
+
 def test_torch_energy_equals_shot_energy_on_the_open_head():
     torch = pytest.importorskip("torch")
     from fitter_backend.bench.torch_energy import TorchShotEnergy
@@ -176,8 +191,10 @@ def test_quick_benchmark_figures_are_sane(quick_run):
         for key in ("vertex_median_mm", "vertex_p90_mm", "unaligned_median_mm", "identity_median_mm",
                     "focal_error_pct", "jitter_mm", "jitter_error_mm", "ms_per_frame_cpu", "ms_per_frame_wall"):
             assert math.isfinite(joint[key]), (p["key"], key)
-        assert 0 < joint["vertex_median_mm"] <= joint["vertex_p90_mm"] < 10
-        assert joint["identity_median_mm"] < 2.0
+        # Loose bounds: 8 frames of 80 landmarks pin the head down to millimetres, not better
+        # (the identity alone is poorly determined); a broken fit or metric is off by centimetres.
+        assert 0 < joint["vertex_median_mm"] < 10 and joint["vertex_median_mm"] <= joint["vertex_p90_mm"] < 25
+        assert 0 < joint["identity_median_mm"] < 10
         # The fit starts 12% off the true focal (45 vs 40 degree field of view).
         assert joint["focal_error_pct"] < 8.0
         assert joint["ms_per_frame_cpu"] > 0 and p["truth_jitter_mm"] > 0
@@ -185,3 +202,16 @@ def test_quick_benchmark_figures_are_sane(quick_run):
         assert (p["no_temporal"] is not None) == (p["cameras"] == 1)
     mono = figures["problems"][0]
     assert mono["joint"]["focal_error_pct"] < 5.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--frames", "2"], "--frames: expected a whole number >= 3, got 2"),
+    (["fit", "--problems", "open_mono,nope"], "unknown problem(s) 'nope'"),
+    (["fit", "--frames", "10", "--baseline-frames", "20"], "--baseline-frames (20) must not exceed --frames (10)"),
+    (["fit", "--baseline-cap-s", "0"], "--baseline-cap-s: expected a number of seconds > 0"),
+])
+def test_bad_options_get_one_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

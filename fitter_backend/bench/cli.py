@@ -79,13 +79,17 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     values.update(seed=args.seed, skip_baselines=args.skip_baselines)
     config = dataclasses.replace(BenchConfig(), **values)
     if config.baseline_frames > config.frames:
-        raise SystemExit(f"--baseline-frames ({config.baseline_frames}) must not exceed --frames ({config.frames})")
+        raise ValueError(f"--baseline-frames ({config.baseline_frames}) must not exceed --frames ({config.frames})")
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    config = config_from(args)
+    commands = parser()
+    args = commands.parse_args(argv)
+    try:
+        config = config_from(args)
+    except ValueError as error:
+        commands.error(str(error))
 
     def log(message: str) -> None:
         print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -48,6 +48,8 @@ def residual_frames(energy: ShotEnergy, params: Parameters, layout: Layout) -> t
     with their predecessors, an intersection block (n, R); then the priors: identity (I,),
     expression and joints (N, K).
     """
+    if energy.temporal_anchor is not None:
+        raise ValueError("residual_frames covers whole shots, not restricted real-time energies")
     recorder = _RowRecorder()
     energy.evaluate(params, layout, False, tally=recorder)
     cameras = params.cameras.count

@@ -62,6 +62,7 @@ def format_problem(p: dict) -> str:
     columns = [("joint fit", p["joint"]), ("no E_temporal", p["no_temporal"]), ("real-time", p["realtime"])]
     rows = [[label] + [_cell(f, key, fmt) for _, f in columns] for label, key, fmt in _ROWS]
     rows.insert(6, ["true jitter (mm/frame^2)", f"{p['truth_jitter_mm']:.4f}", "", ""])
+    rows.append(["energy at the truth", f"{p['truth_energy']:.6g}", "", ""])
     lines += _table(["", *[name for name, _ in columns]], rows)
     if p["realtime"] is None:
         lines.append("real-time mode: not available")

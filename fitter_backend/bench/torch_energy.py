@@ -52,6 +52,8 @@ class TorchShotEnergy:
     """E(x) of one shot for a flat step x from ``start`` (see :mod:`fitter_backend.bench.flat`)."""
 
     def __init__(self, energy: ShotEnergy, layout: Layout, start: Parameters):
+        if energy.temporal_anchor is not None:
+            raise ValueError("the torch energy covers whole shots, not restricted real-time energies")
         rig = energy.rig
         self.settings = energy.settings
         self.layout = layout
@@ -95,11 +97,12 @@ class TorchShotEnergy:
             g = self.geometry
             self.eyelid_points = torch.arange(energy.eyelid_points.start, energy.eyelid_points.stop)
             self.lip_points = torch.arange(energy.lip_points.start, energy.lip_points.stop)
-            joint_points = torch.as_tensor(energy.joint_points, dtype=torch.long)
+            eye_points = torch.as_tensor(energy.eye_points, dtype=torch.long)
             eyelid_eye = torch.as_tensor(g.eyelid_eye, dtype=torch.long)
-            self.eyelid_eye_points = joint_points[eyelid_eye]
+            self.eyelid_eye_points = eye_points[eyelid_eye]
             self.eyelid_radius = _tensor(g.eye_radii_m)[eyelid_eye]
-            self.hulls = [(h.joint, int(joint_points[2 + k]), _tensor(h.normals), _tensor(h.offsets))
+            # Each hull: its joint, the rig point it is anchored at, its planes.
+            self.hulls = [(h.joint, int(energy.anchor_points[k]), _tensor(h.normals), _tensor(h.offsets))
                           for k, h in enumerate(g.hulls)]
 
     # -- the parameters of a flat step ----------------------------------------------------
@@ -198,9 +201,9 @@ class TorchShotEnergy:
         offset = points[:, self.eyelid_points] - points[:, self.eyelid_eye_points]
         depth = self.eyelid_radius - torch.linalg.norm(offset, dim=2)
         rows.append(weight * torch.relu(depth))
-        # Lips outside the teeth hulls (in the hull joint's frame).
-        for joint, joint_point, normals, offsets in self.hulls:
-            relative = points[:, self.lip_points] - points[:, [joint_point]]
+        # Lips outside the teeth hulls (in the hull joint's frame, relative to its anchor).
+        for joint, anchor_point, normals, offsets in self.hulls:
+            relative = points[:, self.lip_points] - points[:, [anchor_point]]
             local = torch.einsum("ndc,nvd->nvc", rotations_world[:, joint], relative)
             signed = local @ normals.T + offsets
             rows.append(weight * torch.relu(-torch.max(signed, dim=2).values))
