@@ -113,7 +113,8 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     if keyframes is not None:
         # Identity and cameras come from the keyframes; all frames (PnP-started) then follow
         # with them fixed, and a short joint polish brings everything to the shot's optimum.
-        plan = [plan[0], plan[2], ("polish", stages[2][1], settings.polish_iterations)]
+        plan = [plan[0], ("frames", stages[1][1], settings.frame_iterations),
+                ("polish", stages[2][1], settings.polish_iterations)]
     for step, (name, active, iterations) in enumerate(plan):
         if progress:
             progress(f"fitting: {name}", step / len(plan))

@@ -78,7 +78,10 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
         log.accepted += 1
         if log.on_step:
             log.on_step(step + 1)
+        # A small decrease ends the stage only after a near Gauss-Newton step: a heavily
+        # damped step after rejections is short by design, not a sign of convergence.
+        converged = decrease < relative_tolerance and damping <= INITIAL_DAMPING
         damping = max(damping / 3.0, 1e-12)
-        if decrease < relative_tolerance:
+        if converged:
             break
     return params, current

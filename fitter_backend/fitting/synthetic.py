@@ -17,6 +17,7 @@ from fitter_backend.head_models import lbs
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 
 FPS = 25.0
+SWEEP_MIN_FRAMES = 100
 # ARKit channels that move when people talk, with typical peak activations.
 TALKING_CHANNELS = {"jawOpen": 0.5, "mouthClose": 0.15, "mouthFunnel": 0.3, "mouthPucker": 0.3,
                     "mouthSmileLeft": 0.3, "mouthSmileRight": 0.3, "mouthStretchLeft": 0.2,
@@ -116,7 +117,8 @@ def performance(model: HeadModel, num_frames: int, rng: np.random.Generator, yaw
     identity = rng.normal(size=model.num_identity) * identity_scale
     expression = talking_expressions(model, n, rng)
     rotations = np.zeros((n, model.num_joints, 3))
-    t = np.arange(n) / max(n - 1, 1)
+    # One yaw sweep over the shot, but never faster than a 4 s period (as people turn).
+    t = np.arange(n) / max(n - 1, SWEEP_MIN_FRAMES)
     rotations[:, 0, 1] = np.radians(yaw_deg) * np.sin(2 * np.pi * t)          # yaw sweep
     rotations[:, 0, 0] = np.radians(10) * _smooth_noise(rng, n, 1, 0.2, 0.8)[:, 0]   # nods
     rotations[:, 0, 2] = np.radians(5) * _smooth_noise(rng, n, 1, 0.2, 0.8)[:, 0]    # roll
