@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--start", type=int, help="first frame (default 0)")
     fit.add_argument("--stop", type=int, help="frame to stop before (default: the end)")
     fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
-    fit.add_argument("--landmarks", default="face_mesh_468", help="landmark model (face_mesh_468, face_mesh_478)")
+    fit.add_argument("--landmarks", default="face_mesh_468",
+                     help="landmark model: face_mesh_468 (default), face_mesh_478, or a model shipped in "
+                          "onnx_models/models/ (dense_320_mobilenet_v2: synthetic-trained, not yet good on real faces)")
     fit.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),

@@ -98,7 +98,15 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
 
 def landmark_embedding(model: HeadModel, landmarker: Landmarker,
                        progress: Callable[[str], None] | None = None) -> SurfacePoints:
-    """The landmark model's points on ``model`` (computed once, then read from the cache)."""
+    """The landmark model's points on ``model``: the exact embedding a dense model carries for
+    the head it was trained on, else estimated from renders (computed once, then cached)."""
+    meta = landmarker.model.metadata
+    explicit = meta.embeddings.get(model.name)
+    if explicit is not None and "triangle" in explicit:
+        triangle = np.asarray(explicit["triangle"], dtype=np.int32)
+        if triangle.max() < len(model.triangles):
+            return SurfacePoints(triangle, np.asarray(explicit["barycentric"], dtype=np.float32),
+                                 tuple(f"{meta.landmark_set}_{k:03d}" for k in range(meta.num_landmarks)))
     path = _cache_path(model, landmarker)
     if path.is_file():
         try:

@@ -151,15 +151,24 @@ class Landmarker:
     @classmethod
     def from_setup(cls, device: str = "cpu", landmarks: str = "face_mesh_468", realtime: bool = False,
                    progress: Callable[[str], None] = print) -> "Landmarker":
-        """The MediaPipe models built by set-up (built now if missing). landmarks:
-        "face_mesh_468" (always built) or "face_mesh_478" (built only where the shared
-        fixture bundle exists, i.e. on development machines)."""
+        """The MediaPipe models built by set-up (built now if missing) or a dense model shipped
+        in ``onnx_models/models/``. landmarks: "face_mesh_468" (always built), "face_mesh_478"
+        (built only where the shared fixture bundle exists, i.e. on development machines) or
+        a shipped model's name (e.g. "dense_320_mobilenet_v2")."""
         from fitter_backend.model_setup import ensure_mediapipe_models  # set-up only when asked for
         models = ensure_mediapipe_models(progress)
-        if landmarks not in models:
+        shipped_dir = Path(__file__).resolve().parents[2] / "onnx_models" / "models"
+        shipped = shipped_dir / f"{landmarks}.onnx"
+        if shipped.is_file():
+            path = shipped
+        elif landmarks in models:
+            path = models[landmarks]
+        else:
             built = sorted(name for name in models if name != "face_detector")
-            raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {built}")
-        return cls(LandmarkModel.load(models[landmarks], device=device),
+            shipped_names = sorted(p.stem for p in shipped_dir.glob("*.onnx"))
+            raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {built}, "
+                                     f"onnx_models/models/ ships {shipped_names}")
+        return cls(LandmarkModel.load(path, device=device),
                    FaceDetector.load(models["face_detector"], device=device), realtime=realtime)
 
     def reset(self) -> None:

@@ -1,0 +1,166 @@
+"""Dense landmark networks: synthetic data labels, the shipped ONNX model under the landmark
+contract, the GNLL loss, and a tiny ResNet-101 train -> resume -> export run (torch tests
+skip where PyTorch is not installed, e.g. the backend environment)."""
+import json
+
+import numpy as np
+import pytest
+
+from fitter_backend.head_models.open_head import load_open_head
+from fitter_backend.landmarks import LandmarkModel
+from fitter_backend.render.rasterise import interpolate
+from onnx_models import MODELS_DIR
+from onnx_models.dataset import DatasetSpec
+from onnx_models.landmark_sets import load_landmark_set
+from onnx_models.synthetic import SynthConfig, SyntheticGenerator
+
+REALTIME_MODEL = MODELS_DIR / "dense_320_mobilenet_v2.onnx"
+
+
+@pytest.fixture(scope="module")
+def head():
+    return load_open_head()
+
+
+@pytest.fixture(scope="module")
+def realtime_set(head):
+    return load_landmark_set("dense_320", head)
+
+
+def test_labels_match_the_rendered_geometry(head, realtime_set):
+    generator = SyntheticGenerator(head, realtime_set, SynthConfig(size_px=96, occluders=False, augment=False))
+    for seed in range(3):
+        sample = generator.sample(seed, identity_id=seed, keep_raster=True)
+        assert sample.image.shape == (96, 96, 3) and sample.image.dtype == np.uint8
+        assert sample.landmarks_px.shape == (320, 2) and np.isfinite(sample.landmarks_px).all()
+        # Where a label says a landmark is visible, the rendered surface at that pixel is the
+        # landmark's own neighbourhood on the head (rest positions agree within a few mm).
+        # (Points on the silhouette may round to a background pixel.)
+        raster = sample.raster
+        pixel = np.floor(sample.landmarks_px[sample.visible] * 2).astype(int)
+        on_head = raster.mask[pixel[:, 1], pixel[:, 0]]
+        assert on_head.mean() > 0.9
+        rest = interpolate(raster, head.triangles, head.template)[pixel[on_head, 1], pixel[on_head, 0]]
+        distance = np.linalg.norm(rest - realtime_set.rest_m[sample.visible][on_head], axis=1)
+        # ~0.8 mm here; labels off by half a crop pixel would give ~3 mm.
+        assert np.median(distance) < 0.0015, np.median(distance)
+        assert sample.visible.sum() > 60
+
+
+def test_frontal_views_hide_the_back_of_the_head(head, realtime_set):
+    generator = SyntheticGenerator(head, realtime_set, SynthConfig(size_px=64, max_yaw_deg=0.0, occluders=False,
+                                                                   augment=False))
+    rest = realtime_set.rest_m                                    # the face is at z ~ 0.1, the crown at y ~ 0.25
+    back = np.flatnonzero((rest[:, 2] < -0.03) & (rest[:, 1] < 0.2) & (rest[:, 1] > 0.05))
+    lips = realtime_set.regions["lips"]
+    assert len(back) > 20
+    for seed in range(3):
+        sample = generator.sample(100 + seed, identity_id=seed)
+        assert sample.visible[back].mean() < 0.05
+        assert sample.visible[lips].mean() > 0.6
+        # The crop is the square around all landmarks: hidden ones are labelled too, inside it.
+        assert (sample.landmarks_px > -0.2 * 64).all() and (sample.landmarks_px < 1.2 * 64).all()
+
+
+def test_samples_are_reproducible_and_differ_by_seed(head, realtime_set):
+    generator = SyntheticGenerator(head, realtime_set, SynthConfig(size_px=48))
+    first, again, other = generator.sample(7, 3), generator.sample(7, 3), generator.sample(8, 3)
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.landmarks_px, again.landmarks_px)
+    assert np.abs(first.landmarks_px - other.landmarks_px).max() > 1.0
+
+
+def test_validation_identities_are_held_out():
+    train = np.concatenate([DatasetSpec(count=4000, split="train").jobs(c)[1] for c in range(16)])
+    val = np.concatenate([DatasetSpec(count=1000, split="val").jobs(c)[1] for c in range(4)])
+    assert not set(train.tolist()) & set(val.tolist())
+
+
+def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, realtime_set):
+    model = LandmarkModel.load(REALTIME_MODEL)
+    meta = model.metadata
+    assert meta.landmark_set == "dense_320" and meta.num_landmarks == 320 and meta.log_sigma is not None
+    np.testing.assert_array_equal(meta.embeddings["open_head"]["triangle"], realtime_set.points.triangle)
+    assert meta.semantic_points["ibug_30"] == realtime_set.semantic["ibug_30"]
+    size = model.input_size
+    generator = SyntheticGenerator(head, realtime_set, SynthConfig(size_px=size))
+    samples = [generator.sample(90_000 + k, identity_id=2_000_000 + k) for k in range(6)]  # unseen identities
+    mu, sigma, presence = model.predict(np.stack([s.image for s in samples]))
+    assert mu.shape == (6, 320, 2) and sigma.shape == (6, 320) and (sigma > 0).all()
+    errors = np.linalg.norm(mu - np.stack([s.landmarks_px for s in samples]), axis=-1) / size
+    # The shipped model scores ~5 % of the crop side on these; the training set's mean face 11.9 %.
+    assert errors.mean() < 0.08, errors.mean()
+    provenance = meta.provenance
+    assert provenance["onnx_vs_pytorch_max_abs"] < 1e-4
+
+
+def test_gnll_loss_is_the_papers():
+    torch = pytest.importorskip("torch")
+    from onnx_models.networks import gnll_loss
+
+    target = torch.tensor([[[0.1, 0.2], [0.0, 0.0]]])
+    mu = torch.tensor([[0.4, 0.6, 0.0, 0.0]])
+    log_sigma = torch.tensor([[0.0, -1.0]], requires_grad=True)
+    weights = torch.tensor([2.0, 1.0])
+    loss = gnll_loss(mu, log_sigma, target, weights)
+    squared = 0.3 ** 2 + 0.4 ** 2
+    expected = (2 * (0 + squared / 2) + 1 * (2 * -1.0 + 0)) / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    # The best sigma for an error d is sigma^2 = d^2 / 2 (per-axis variance of the 2D error).
+    best = torch.tensor([[0.5 * np.log(squared / 2), 0.0]], requires_grad=True)
+    gnll_loss(mu, best, target, weights).backward()
+    assert abs(float(best.grad[0, 0])) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from onnx_models.synthetic import generate
+
+    return {split: generate("dense_320", np.arange(4) + offset, np.arange(4) + offset, SynthConfig(size_px=32))
+            for split, offset in (("train", 0), ("val", 1_000_000))}
+
+
+def _export_and_load(best, path, val):
+    from onnx_models.export import export
+
+    onnx_path = export(best, path, val=val, progress=lambda message: None)
+    model = LandmarkModel.load(onnx_path)                       # the landmark stage's own checks
+    mu, sigma, _ = model.predict(val["images"])
+    assert model.num_landmarks == 320 and mu.shape == (4, 320, 2) and np.isfinite(sigma).all()
+    assert json.loads(onnx_path.with_suffix(".json").read_text())["provenance"]["onnx_vs_pytorch_max_abs"] < 1e-4
+
+
+def test_tiny_run_resumes_from_its_checkpoint_and_exports(tiny_data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from onnx_models.train import TrainConfig, train
+
+    config = TrainConfig(size_px=32, epochs=2, batch=2, threads=2, max_steps=1)
+    best = train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and best.is_file() and len(state["history"]) == 1
+    config.max_steps = 2
+    train(config, tmp_path / "run", resume=True, data=tiny_data, progress=lambda message: None)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["epoch"] == 2 and state["step"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+    _export_and_load(best, tmp_path / "tiny.onnx", tiny_data["val"])
+
+
+def test_tiny_resnet101_run_exports(tiny_data, tmp_path):
+    pytest.importorskip("torch")
+    from onnx_models.train import TrainConfig, train
+
+    config = TrainConfig(arch="resnet101", size_px=32, epochs=1, batch=2, threads=2, max_steps=1)
+    best = train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    _export_and_load(best, tmp_path / "resnet101.onnx", tiny_data["val"])
+
+
+def test_training_refuses_shared_identities(tmp_path):
+    pytest.importorskip("torch")
+    from onnx_models.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    arrays = {"images": rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8),
+              "landmarks_px": rng.uniform(0, 32, (2, 320, 2)), "visible": np.ones((2, 320), bool),
+              "identity_ids": np.array([5, 6])}
+    with pytest.raises(ValueError, match="held out"):
+        train(TrainConfig(size_px=32), tmp_path, data={"train": arrays, "val": arrays})
