@@ -27,7 +27,7 @@ import numpy as np
 
 from fitter_backend.fitting.synthetic import talking_expressions
 from fitter_backend.head_models.head_model import HeadModel
-from fitter_backend.head_models.lbs import Pose, Rig, forward, rodrigues, surface_points
+from fitter_backend.head_models.lbs import Pose, Rig, forward, rodrigues, rotation_vector, surface_points
 from fitter_backend.render.camera import to_pixels_depth
 from fitter_backend.render.rasterise import RasterBuffers, interpolate, rasterise
 from fitter_backend.render.shading import shade, to_uint8, vertex_normals
@@ -93,7 +93,7 @@ def sample_pose(model: HeadModel, rng: np.random.Generator, max_yaw_deg: float) 
         else rng.uniform(-max_yaw_deg, max_yaw_deg)
     pitch, roll = np.clip(rng.normal(0, 14), -40, 40), np.clip(rng.normal(0, 9), -35, 35)
     r = rodrigues(np.radians([0, yaw, 0])) @ rodrigues(np.radians([pitch, 0, 0])) @ rodrigues(np.radians([0, 0, roll]))
-    rotations[0] = _rotvec(r)
+    rotations[0] = rotation_vector(r)
     if "neck" in model.joint_names:
         rotations[model.joint_index("neck")] = rng.normal(0, 0.05, 3)
     gaze = np.radians([np.clip(rng.normal(0, 10), -25, 25), np.clip(rng.normal(0, 15), -35, 35), 0])
@@ -102,13 +102,6 @@ def sample_pose(model: HeadModel, rng: np.random.Generator, max_yaw_deg: float) 
             rotations[model.joint_index(eye)] = gaze + rng.normal(0, 0.01, 3)
     return rotations
 
-
-def _rotvec(matrix: np.ndarray) -> np.ndarray:
-    angle = np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1, 1))
-    if angle < 1e-9:
-        return np.zeros(3)
-    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
-    return axis / (2 * np.sin(angle)) * angle
 
 
 class SyntheticGenerator:

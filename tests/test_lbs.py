@@ -107,3 +107,12 @@ def test_surface_point_jacobians_match_finite_differences(correctives):
         # Derivatives with respect to one frame's parameters do not leak into other frames.
         if name != "identity":
             assert numeric.shape == derivative.shape
+
+
+def test_rotation_vector_inverts_rodrigues():
+    rng = np.random.default_rng(7)
+    rotvec = rng.normal(size=(20, 3))
+    rotvec *= (rng.uniform(0.0, 3.0, 20) / np.linalg.norm(rotvec, axis=1))[:, None]
+    for r in rotvec:
+        assert np.allclose(lbs.rotation_vector(lbs.rodrigues(r)), r, atol=1e-9)
+    assert np.all(lbs.rotation_vector(np.eye(3)) == 0)

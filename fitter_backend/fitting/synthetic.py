@@ -99,13 +99,6 @@ def look_at_rotation(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.stack([right, up, back])
 
 
-def _rotation_vector(matrix: np.ndarray) -> np.ndarray:
-    angle = np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1, 1))
-    if angle < 1e-9:
-        return np.zeros(3)
-    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
-    return axis / (2 * np.sin(angle)) * angle
-
 
 def performance(model: HeadModel, num_frames: int, rng: np.random.Generator, yaw_deg: float = 60.0,
                 distance_m: float = 0.6, identity_scale: float = 1.0
@@ -153,7 +146,7 @@ def make_shot(model: HeadModel, landmarks: SurfacePoints, num_frames: int = 300,
         height = [0.0, 0.0, 0.25, 0.1, 0.1][(c - 1) % 5]
         eye = head_centre + distance_m * np.array([np.sin(angle), height, np.cos(angle)])
         rotation = look_at_rotation(eye, head_centre)
-        cam_rotations.append(_rotation_vector(rotation))
+        cam_rotations.append(lbs.rotation_vector(rotation))
         cam_translations.append(-rotation @ eye)
     cameras = Cameras.create([size] * num_cameras, [focal] * num_cameras, cam_rotations, cam_translations)
     truth = Parameters(identity, expression, rotations, translation, cameras)

@@ -49,6 +49,16 @@ def rodrigues(rotvec: np.ndarray) -> np.ndarray:
     return np.eye(3) + a[..., None, None] * k + b[..., None, None] * (k @ k)
 
 
+def rotation_vector(matrix: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) -> axis-angle (3,), the inverse of :func:`rodrigues` for angles
+    below pi."""
+    angle = np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1, 1))
+    if angle < 1e-9:
+        return np.zeros(3)
+    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
+    return axis / (2 * np.sin(angle)) * angle
+
+
 def left_jacobian_so3(rotvec: np.ndarray) -> np.ndarray:
     """(..., 3) -> (..., 3, 3) J with R(r + d) ~= R(J d) R(r): the world-frame axis of a change d."""
     _, b, c = _rotation_coefficients(rotvec)
