@@ -59,10 +59,13 @@ case "$cmd" in
     test)
         ensure_venv backend requirements/backend.txt
         ensure_venv blender requirements/blender.txt
+        ensure_venv bench requirements/bench.txt
         backend setup
         status=0
         say "backend tests (numpy 2): tests/"
         "$VENVS/backend/bin/python" -m pytest tests --ignore=tests/blender -rs "$@" || status=$?
+        say "PyTorch tests (benchmark baselines, landmark networks): the bench environment"
+        "$VENVS/bench/bin/python" -m pytest tests/test_bench.py tests/test_onnx_models.py -rs "$@" || status=$?
         say "Blender tests (bpy module, numpy<2): tests/blender/"
         "$VENVS/blender/bin/python" -m pytest tests/blender -rs "$@" || status=$?
         exit $status
