@@ -19,7 +19,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import skew
+from fitter_backend.head_models.lbs import skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
 
@@ -92,8 +92,7 @@ class ShotEnergy:
             self.lip_points = slice(s + ne, s + ne + nl)
             self.anchor_points = s + ne + nl + np.arange(na)
             self.eye_points = s + ne + nl + na + np.arange(2)
-        rest = model.template[model.triangles[landmarks.triangle]]
-        rest_points = np.einsum("skc,sk->sc", rest, landmarks.barycentric)
+        rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         present = observations.present
         self.present = present
