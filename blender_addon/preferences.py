@@ -28,8 +28,8 @@ class FacecapPreferences(bpy.types.AddonPreferences):
                                description="FLAME model: generic_model.pkl, flame2023.pkl, ...")
     landmark_model: EnumProperty(
         name="Landmarks", default="BOOTSTRAP",
-        items=[("DENSE", "Dense", "The dense landmark network (hundreds of landmarks with uncertainties), "
-                                  "once the backend ships it"),
+        items=[("DENSE", "Dense", "The dense landmark network: 320 whole-head landmarks with uncertainties, "
+                                  "trained on synthetic renders"),
                ("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh mapped onto the head")])
     device: EnumProperty(name="Device", default="CPU",
                          items=[("CPU", "CPU", "Run the networks on the CPU"),

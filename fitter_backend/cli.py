@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
 
 
 def head_model_summary(model: HeadModel) -> str:
@@ -203,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--start", type=int, help="first frame (default 0)")
     fit.add_argument("--stop", type=int, help="frame to stop before (default: the end)")
     fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
-    fit.add_argument("--landmarks", default="face_mesh_468",
-                     help="landmark model: face_mesh_468 (default), face_mesh_478, or a model shipped in "
-                          "onnx_models/models/ (dense_320_mobilenet_v2: synthetic-trained, not yet good on real faces)")
+    fit.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
+                     help=f"landmark model (default {DEFAULT_LANDMARKS}): {DENSE_LANDMARKS} (the dense network, "
+                          f"whole head), {BOOTSTRAP_LANDMARKS} (MediaPipe), face_mesh_478, or another model "
+                          "shipped in onnx_models/models/")
     fit.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),

@@ -28,7 +28,7 @@ from fitter_backend.fitting.result_io import save_fit_result
 from fitter_backend.fitting.sequence import FitResult, fit_sequence
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.loading import load_head_model
-from fitter_backend.landmarks import Landmarker
+from fitter_backend.landmarks import DEFAULT_LANDMARKS, Landmarker
 from fitter_backend.landmarks.embedding import landmark_embedding
 from fitter_backend.landmarks.pipeline import LandmarkTrack
 from fitter_backend.preview import write_previews
@@ -58,7 +58,7 @@ class FitJob:
     realtime: bool = False
     frame_range: tuple[int, int | None] | None = None
     stride: int = 1
-    landmarks: str = "face_mesh_468"
+    landmarks: str = DEFAULT_LANDMARKS
     device: str = "cpu"
     previews: bool = True
 

@@ -38,6 +38,10 @@ class Look:
     noise_freqs: np.ndarray   # (K, 3) spatial frequencies of the skin noise, cycles per metre
     noise_phases: np.ndarray  # (K,)
     noise_amps: np.ndarray    # (K,)
+    hair_volume_m: float      # thickness of the hair shell over the scalp (0: painted on)
+    hair_long_m: float        # how far hair falls below the ears behind the head (0: short)
+    gloss: float              # strength of the skin's specular highlights
+    clothing: np.ndarray      # (3,) linear RGB of the top
 
 
 def sample_look(rng: np.random.Generator) -> Look:
@@ -51,8 +55,14 @@ def sample_look(rng: np.random.Generator) -> Look:
     count = 12
     freqs = rng.normal(size=(count, 3))
     freqs *= (np.exp(rng.uniform(np.log(25), np.log(250), count)) / np.linalg.norm(freqs, axis=1))[:, None]
+    volume = 0.0 if rng.random() < 0.25 else float(np.exp(rng.uniform(np.log(0.004), np.log(0.045))))
+    long_hair = float(rng.uniform(0.05, 0.30)) if rng.random() < 0.35 else 0.0
+    clothing = rng.uniform(0.01, 0.6, 3)
+    clothing = clothing.mean() + (clothing - clothing.mean()) * rng.uniform(0.0, 0.9)
     return Look(skin, lips, hair, iris, hairline, rng.uniform(0.3, 0.9), rng.random() * (rng.random() < 0.2),
-                freqs, rng.uniform(0, 2 * np.pi, count), rng.uniform(0.02, 0.07, count))
+                freqs, rng.uniform(0, 2 * np.pi, count), rng.uniform(0.008, 0.03, count),
+                volume if np.isfinite(hairline) else 0.0, long_hair if np.isfinite(hairline) else 0.0,
+                float(rng.uniform(0.02, 0.25)), clothing)
 
 
 def skin_detail(look: Look, rest_positions: np.ndarray) -> np.ndarray:
@@ -60,6 +70,88 @@ def skin_detail(look: Look, rest_positions: np.ndarray) -> np.ndarray:
     freqs = (look.noise_freqs.T * (2 * np.pi)).astype(np.float32)
     phase = rest_positions.astype(np.float32) @ freqs + look.noise_phases.astype(np.float32)
     return np.exp(np.sin(phase) @ look.noise_amps.astype(np.float32))
+
+
+def cavity_occlusion(vertices: np.ndarray, triangles: np.ndarray, normals: np.ndarray, iterations: int = 8,
+                     depth_m: float = 0.004) -> np.ndarray:
+    """(V,) ambient-occlusion-like darkening in (0.15, 1]: how far each vertex lies below the
+    smoothed surface around it (nostrils, eye corners, mouth corners, ear folds, creases).
+    Lambert shading without shadows leaves those cavities as bright as the cheeks."""
+    count = len(vertices)
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    degree = np.maximum(np.bincount(edges[:, 0], minlength=count), 1)[:, None]
+    smooth = vertices.copy()
+    for _ in range(iterations):
+        total = np.zeros_like(smooth)
+        np.add.at(total, edges[:, 0], smooth[edges[:, 1]])
+        smooth = total / degree
+    below = np.einsum("vc,vc->v", normals, smooth - vertices)
+    return np.clip(1.0 - np.maximum(below, 0) / depth_m, 0.15, 1.0)
+
+
+def shadowed(points: np.ndarray, vertices: np.ndarray, triangles: np.ndarray, to_light: np.ndarray,
+             size_px: int = 160, bias_m: float = 0.004) -> np.ndarray:
+    """(P,) bool: which surface points (P, 3) the mesh itself hides from a directional light
+    (a shadow map: the mesh rasterised orthographically along the light, depths compared)."""
+    from fitter_backend.render.rasterise import rasterise
+    axis = np.asarray(to_light, dtype=np.float64)
+    axis = axis / np.linalg.norm(axis)
+    helper = np.array([0.0, 1.0, 0.0]) if abs(axis[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(helper, axis)
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+
+    def to_map(p: np.ndarray) -> np.ndarray:
+        return np.stack([p @ u, p @ v, -(p @ axis)], axis=1)    # depth grows away from the light
+
+    mapped = to_map(vertices)
+    low, high = mapped[:, :2].min(0), mapped[:, :2].max(0)
+    scale = (size_px - 2) / max(float((high - low).max()), 1e-9)
+    mapped[:, :2] = (mapped[:, :2] - low) * scale + 1
+    mapped[:, 2] -= mapped[:, 2].min() - 1.0                   # positive depths
+    depth_map = rasterise(mapped, triangles, (size_px, size_px), perspective=False).depth
+    query = to_map(points)
+    query[:, :2] = (query[:, :2] - low) * scale + 1
+    query[:, 2] -= to_map(vertices)[:, 2].min() - 1.0
+    columns = np.clip(query[:, 0].astype(int), 0, size_px - 1)
+    rows = np.clip(query[:, 1].astype(int), 0, size_px - 1)
+    # The nearest of the 3x3 map pixels around: points on the occluder itself stay lit.
+    nearest = np.full(len(points), np.inf)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            nearest = np.minimum(nearest, depth_map[np.clip(rows + dr, 0, size_px - 1),
+                                                    np.clip(columns + dc, 0, size_px - 1)])
+    return query[:, 2] > nearest + bias_m
+
+
+def hair_detail(look: Look, rest_positions: np.ndarray) -> np.ndarray:
+    """(..., 3) rest positions on the hair shell -> (...,) strand-like brightness around 1:
+    fine stripes across the head's horizontal directions, so strands run down and back."""
+    freqs = look.noise_freqs.copy()
+    freqs[:, 1] *= 0.1                                          # little variation along the strands
+    freqs *= (600.0 / np.linalg.norm(freqs, axis=1))[:, None] * np.linspace(0.5, 1.5, len(freqs))[:, None]
+    phase = rest_positions.astype(np.float32) @ (freqs.T * (2 * np.pi)).astype(np.float32) + look.noise_phases
+    return np.exp(np.sin(phase).astype(np.float32) @ (6.0 * look.noise_amps).astype(np.float32))
+
+
+def specular(normals: np.ndarray, positions: np.ndarray, lights: list, gloss: float, exponent: float) -> np.ndarray:
+    """(P, 3) Blinn-Phong highlights for unit normals and positions (P, 3) in camera space
+    (the eye at the origin): the sheen of skin that Lambert shading lacks."""
+    to_eye = -positions / np.maximum(np.linalg.norm(positions, axis=1, keepdims=True), 1e-9)
+    out = np.zeros_like(normals)
+    for light in lights:
+        if isinstance(light, PointLight):
+            to_light = np.asarray(light.position) - positions
+        else:
+            to_light = np.broadcast_to(np.asarray(light.to_light, dtype=np.float64), positions.shape)
+        to_light = to_light / np.maximum(np.linalg.norm(to_light, axis=1, keepdims=True), 1e-9)
+        half = to_light + to_eye
+        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-9)
+        lit = np.einsum("pc,pc->p", normals, to_light) > 0
+        power = np.maximum(np.einsum("pc,pc->p", normals, half), 0) ** exponent * lit
+        out += (gloss * light.intensity * power)[:, None] * np.asarray(light.colour)
+    return out.astype(np.float32)
 
 
 def sample_lights(rng: np.random.Generator) -> tuple[list, np.ndarray]:
@@ -104,7 +196,30 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
             cv2.rectangle(image, centre, corner, colour, -1 if rng.random() < 0.7 else int(rng.integers(1, 6)))
     if rng.random() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 4)))
+    if rng.random() < 0.7:                                     # most real rooms are not saturated
+        grey = image.mean(axis=2, keepdims=True)
+        image = grey + (image - grey) * np.float32(rng.uniform(0.1, 0.8))
     return np.clip(image, 0, 1)
+
+
+def fill_polygon(image: np.ndarray, points_px: np.ndarray, colour: np.ndarray, shading: float,
+                 rng: np.random.Generator, stripes: bool = False) -> None:
+    """Fill the convex hull of (K, 2) image points with a colour shaded darker downwards
+    (and, for hair, vertical stripes), in place on a float image (h, w, 3)."""
+    size = image.shape[0]
+    hull = cv2.convexHull(np.clip(points_px, -4 * size, 5 * size).astype(np.float32)).astype(np.int32)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1, cv2.LINE_AA)
+    inside = mask > 0
+    if not inside.any():
+        return
+    rows, columns = np.nonzero(inside)
+    top, bottom = rows.min(), max(rows.max(), rows.min() + 1)
+    gradient = 1.0 - 0.5 * (rows - top) / (bottom - top) * rng.uniform(0, 1)
+    if stripes:
+        frequency, phase = rng.uniform(0.15, 0.6), rng.uniform(0, 2 * np.pi)
+        gradient = gradient * np.exp(0.25 * np.sin(frequency * columns + phase + 0.02 * rows))
+    image[rows, columns] = (colour * shading)[None].astype(np.float32) * gradient[:, None].astype(np.float32)
 
 
 def draw_occluders(image: np.ndarray, rng: np.random.Generator, landmarks_px: np.ndarray,

@@ -17,7 +17,7 @@ import numpy as np
 
 from fitter_backend import paths
 from fitter_backend.errors import FacecapError
-from onnx_models.synthetic import SynthConfig, generate
+from onnx_models.synthetic import GENERATOR_VERSION, SynthConfig, generate
 
 VALIDATION_IDENTITY_START = 1_000_000
 TRAIN_SEED, VALIDATION_SEED = 10_000_000, 20_000_000
@@ -36,10 +36,11 @@ class DatasetSpec:
     size_px: int = 128
     count: int = 8000
     split: str = "train"   # "train" or "val"
+    roi: str = "affine"    # the crop: SynthConfig.roi
 
     @property
     def folder(self) -> Path:
-        return paths.data_dir() / "synthetic" / f"{self.landmark_set}-{self.size_px}px-{self.split}"
+        return paths.data_dir() / "synthetic" / f"{self.landmark_set}-{self.size_px}px-{self.roi}-v{GENERATOR_VERSION}-{self.split}"
 
     def chunk_path(self, chunk: int) -> Path:
         return self.folder / f"chunk{chunk:04d}.npz"
@@ -67,7 +68,7 @@ def build(spec: DatasetSpec, workers: int = 1, progress=print) -> Path:
                 if len(cached["identity_ids"]) == len(seeds):
                     continue
         started = time.perf_counter()
-        data = generate(spec.landmark_set, seeds, identities, SynthConfig(size_px=spec.size_px), workers)
+        data = generate(spec.landmark_set, seeds, identities, SynthConfig(size_px=spec.size_px, roi=spec.roi), workers)
         partial = path.with_name(path.name + ".partial.npz")
         np.savez(partial, **data)
         partial.replace(path)
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--roi", default="affine", choices=("affine", "square"), help="the crop (SynthConfig.roi)")
     args = parser.parse_args(argv)
     for split, count in (("val", args.val), ("train", args.train)):
-        print(build(DatasetSpec(args.set, args.size, count, split), args.workers))
+        print(build(DatasetSpec(args.set, args.size, count, split, args.roi), args.workers))
     return 0
 
 

@@ -20,13 +20,17 @@ import numpy as np
 import fitter_backend  # noqa: F401  (thread defaults)
 from fitter_backend.landmarks import LandmarkModel
 from onnx_models.dataset import DatasetSpec, load, resized
+from onnx_models.synthetic import negative_sample
 
+#: Head-free evaluation crops: seeds apart from training's (0..) and validation's (10,000,000..).
+NEGATIVE_EVAL_SEED = 20_000_000
 GAUSSIAN_2D_COVERAGE = {k: 1 - np.exp(-k * k / 2) for k in (1, 2, 3)}
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "landmarks"
 
 
-def synthetic_figures(model: LandmarkModel, data: dict, batch: int = 32) -> dict:
-    """NME (percent of the crop side) overall, per region, visible/hidden; sigma coverage."""
+def synthetic_figures(model: LandmarkModel, data: dict, batch: int = 32, negatives: int = 200) -> dict:
+    """NME (percent of the crop side) overall, per region, visible/hidden; sigma coverage;
+    presence on the held-out heads and on ``negatives`` head-free crops."""
     size = model.input_size
     mu, sigma = [], []
     for start in range(0, len(data["images"]), batch):
@@ -51,14 +55,26 @@ def synthetic_figures(model: LandmarkModel, data: dict, batch: int = 32) -> dict
             "gaussian": float(100 * GAUSSIAN_2D_COVERAGE[k])}
     out["median_sigma_px"] = {"visible": float(np.median(sigma[visible])),
                               "hidden": float(np.median(sigma[~visible])) if (~visible).any() else None}
+    if model.metadata.presence is not None:
+        threshold = model.metadata.presence_threshold
+        found = np.concatenate([model.predict(data["images"][s:s + batch])[2]
+                                for s in range(0, len(data["images"]), batch)]) >= threshold
+        empty = np.stack([negative_sample(NEGATIVE_EVAL_SEED + k, size) for k in range(negatives)])
+        rejected = model.predict(empty)[2] < threshold
+        out["presence"] = {"heads_found_percent": float(100 * found.mean()),
+                           "empty_rejected_percent": float(100 * rejected.mean()), "empty_crops": negatives}
     return out
 
 
-def real_face_figures(model: LandmarkModel, fixtures: Path) -> dict:
+def real_face_figures(model: LandmarkModel, fixtures: Path, mean_face_px: np.ndarray | None = None) -> dict:
     """68-point NME on the annotated fixture faces, this model beside MediaPipe's face mesh:
     each image is cropped around its annotated face (as ``fitter_backend.evaluation`` does, so
-    crowd images give the annotated face), then both run from the same detector and the same
-    offline square-ROI logic; the 68 points are the models' ``ibug_*`` semantic points."""
+    crowd images give the annotated face), then both run from the same detector, each with the
+    ROI its contract asks for (offline squares for MediaPipe; affine crops from the detector's
+    keypoints for a model trained on them); the 68 points are the models' ``ibug_*`` semantic
+    points. A face counts as found when the landmark stage marks it valid (presence above the
+    threshold). ``mean_face_px`` (N, 2): the training set's mean landmarks in the model's crop,
+    placed by the same first (detection) ROI: what the ROI alone gives, the network's baseline."""
     from fitter_backend.evaluation.annotated import annotated_sets
     from fitter_backend.evaluation.label_translation import IBUG68, crop_around
     from fitter_backend.evaluation.nme import INNER_POINTS, box_size_px, inter_ocular_px, nme
@@ -72,13 +88,19 @@ def real_face_figures(model: LandmarkModel, fixtures: Path) -> dict:
     landmarkers = {"dense": Landmarker(model, detector),
                    "mediapipe_468": Landmarker(LandmarkModel.load(models["face_mesh_468"]), detector)}
     out = {}
+    dense_ibug = [model.metadata.semantic_points[n] for n in IBUG68]
     for set_name, faces in annotated_sets(fixtures).items():
         row: dict = {"faces": len(faces)}
-        found: dict[str, list] = {name: [] for name in landmarkers}
+        found: dict[str, list] = {name: [] for name in [*landmarkers, *(["mean_face"] if mean_face_px is not None else [])]}
         for face in faces:
             image = next(iter(open_video(face.image_path))).image
             crop, origin = crop_around(image, face.points_px)
             frame = Frame(0, np.ascontiguousarray(crop), 0.0, 255 if image.dtype == np.uint8 else 65535)
+            if mean_face_px is not None:
+                first = landmarkers["dense"].new_tracker().detect(frame.image, frame.white_level).roi
+                if first is not None:
+                    placed = first.transform(model.input_size).to_image(mean_face_px)
+                    found["mean_face"].append((placed[dense_ibug] + origin, face.points_px))
             for name, landmarker in landmarkers.items():
                 landmarker.reset()
                 result = landmarker.process([frame])[0]
@@ -147,11 +169,16 @@ def format_report(figures: dict) -> str:
         lines.append("  |error| <= k sigma, all / visible (2D Gaussian): " + ", ".join(
             f"{k}: {v['all']:.1f} / {v['visible']:.1f} ({v['gaussian']:.1f})"
             for k, v in s["sigma_coverage_percent"].items()))
+        if "presence" in s:
+            pr = s["presence"]
+            lines.append(f"  presence: {pr['heads_found_percent']:.1f} % of the heads found, "
+                         f"{pr['empty_rejected_percent']:.1f} % of {pr['empty_crops']} head-free crops rejected")
     if "real" in figures:
-        lines.append("real faces, 68-point NME % (inter-ocular; 51 inner; box), dense vs MediaPipe 468:")
+        lines.append("real faces, 68-point NME % (inter-ocular; 51 inner; box), dense vs MediaPipe 468 "
+                     "(vs the training set's mean face in the dense model's first ROI):")
         for set_name, row in figures["real"].items():
             cells = []
-            for name in ("dense", "mediapipe_468"):
+            for name in [n for n in ("dense", "mediapipe_468", "mean_face") if n in row]:
                 r = row[name]
                 cells.append(f"{name} {r['found']}/{row['faces']} found" if "nme68_percent" not in r else
                              f"{name} {r['nme68_percent']:.2f} / {r['nme51_percent']:.2f} / {r['nme68_box_percent']:.2f}"
@@ -177,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     model = LandmarkModel.load(args.model)
     meta = model.metadata
     figures = {"model": str(args.model)}
-    val = load(DatasetSpec(meta.landmark_set, args.data_size, args.val_count, "val"))
+    val = load(DatasetSpec(meta.landmark_set, args.data_size, args.val_count, "val", meta.roi.crop))
     figures["synthetic"] = synthetic_figures(model, resized(val, meta.input.size_px))
     if args.detection_scale:
         figures["scale_from_detection"] = detection_scale(val)
         print(f"scale_from_detection: {figures['scale_from_detection']}")
     if args.fixtures.is_dir():
-        figures["real"] = real_face_figures(model, args.fixtures)
+        mean_face = resized(val, meta.input.size_px)["landmarks_px"].mean(axis=0)
+        figures["real"] = real_face_figures(model, args.fixtures, mean_face)
     figures["speed"] = speed_figures(model)
     print(format_report(figures))
     if args.json:

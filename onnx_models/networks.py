@@ -12,7 +12,8 @@ from torch import nn
 
 
 class LandmarkHead(nn.Module):
-    """Global average pool, then one linear layer to (x, y, log sigma) per landmark."""
+    """Global average pool, then one linear layer to (x, y, log sigma) per landmark and one
+    to the presence logit."""
 
     def __init__(self, features: int, num_landmarks: int):
         super().__init__()
@@ -20,6 +21,7 @@ class LandmarkHead(nn.Module):
         self.linear = nn.Linear(features, 3 * num_landmarks)
         nn.init.normal_(self.linear.weight, std=1e-3)
         nn.init.zeros_(self.linear.bias)
+        self.presence = nn.Linear(features, 1)
 
     def init_bias(self, mean_mu: torch.Tensor, log_sigma: float) -> None:
         """Start from the mean landmark positions (N, 2) and one sigma: the first steps then
@@ -29,9 +31,10 @@ class LandmarkHead(nn.Module):
             bias[:, :2] = mean_mu
             bias[:, 2] = log_sigma
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.linear(features.mean(dim=(2, 3))).view(-1, self.num_landmarks, 3)
-        return out[..., :2].reshape(-1, 2 * self.num_landmarks), out[..., 2]
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pooled = features.mean(dim=(2, 3))
+        out = self.linear(pooled).view(-1, self.num_landmarks, 3)
+        return out[..., :2].reshape(-1, 2 * self.num_landmarks), out[..., 2], self.presence(pooled)
 
 
 # -- MobileNetV2 (Sandler et al. 2018) ----------------------------------------------------
@@ -85,7 +88,7 @@ class MobileNetV2Landmarks(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.head(self.features(x))
 
 
@@ -132,7 +135,7 @@ class ResNetLandmarks(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.head(self.features(x))
 
 
@@ -157,3 +160,8 @@ def gnll_loss(mu: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor, w
     squared = ((mu.view_as(target) - target) ** 2).sum(-1)
     per_point = 2 * log_sigma + squared * torch.exp(-2 * log_sigma) / 2
     return (per_point * weights).sum(-1).mean() / weights.sum()
+
+
+def presence_loss(presence_logit: torch.Tensor, has_head: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the presence logits (B, 1) against 1 (a head) / 0 (none)."""
+    return nn.functional.binary_cross_entropy_with_logits(presence_logit.view(-1), has_head.float())

@@ -22,7 +22,8 @@ import torch
 from fitter_backend import paths
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
-from onnx_models.networks import build_network, gnll_loss
+from onnx_models.networks import build_network, gnll_loss, presence_loss
+from onnx_models.synthetic import negative_sample
 
 #: lambda_i of the loss by region: the fit leans on eyes and lips most.
 REGION_LOSS_WEIGHTS = {"eyes": 2.0, "lips": 2.0, "nose": 1.0, "contour": 1.0, "face": 1.0, "ears": 1.0,
@@ -46,6 +47,8 @@ class TrainConfig:
     lr: float = 1e-3
     threads: int = 2
     seed: int = 0
+    roi: str = "affine"            # the crop of the cached renders (SynthConfig.roi)
+    negatives: int = 2000          # head-free crops for the presence output (train; val gets a tenth)
     max_steps: int | None = None   # stop early (tests, tiny runs)
 
 
@@ -71,32 +74,45 @@ def evaluate_batches(net: torch.nn.Module, data: dict, weights: torch.Tensor, si
                      ) -> dict:
     """Validation loss and NME (mean error / crop side, percent) overall and per region index."""
     net.eval()
-    losses, errors, sigmas = [], [], []
+    losses, errors, sigmas, presence = [], [], [], []
     with torch.no_grad():
         for start in range(0, len(data["images"]), batch):
             x = to_tensor(data["images"][start:start + batch])
             target = to_normalised(data["landmarks_px"][start:start + batch], size_px)
-            mu, log_sigma = net(x)
+            mu, log_sigma, logit = net(x)
             losses.append(float(gnll_loss(mu, log_sigma, target, weights)) * len(x))
             errors.append(torch.linalg.norm(mu.view_as(target) - target, dim=-1).numpy() / 2)
             sigmas.append(torch.exp(log_sigma).numpy() / 2)
+            presence.append(logit.view(-1).numpy())
+        negatives = data.get("negatives", np.zeros((0,) + data["images"].shape[1:], np.uint8))
+        rejected = [net(to_tensor(negatives[s:s + batch]))[2].view(-1).numpy() < 0
+                    for s in range(0, len(negatives), batch)]
     net.train()
     errors = np.concatenate(errors)
     return {"loss": sum(losses) / len(data["images"]), "nme_percent": float(100 * errors.mean()),
-            "errors": errors, "sigmas": np.concatenate(sigmas)}
+            "errors": errors, "sigmas": np.concatenate(sigmas),
+            "presence_found_percent": float(100 * (np.concatenate(presence) > 0).mean()),
+            "presence_rejected_percent": float(100 * np.concatenate(rejected).mean()) if rejected else None}
 
 
 def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | None = None,
-          progress=print) -> Path:
+          progress=print, init_from: Path | None = None) -> Path:
     """Train; returns the path of the best checkpoint (``best.pt``; ``last.pt`` resumes).
-    ``data``: {"train": arrays, "val": arrays} instead of the cached datasets (tests)."""
+    ``data``: {"train": arrays, "val": arrays} instead of the cached datasets (tests).
+    ``init_from``: start from another run's weights (same architecture and landmark set),
+    e.g. to fine-tune on a newer synthetic dataset; optimiser and schedule start afresh."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
     landmark_set = load_landmark_set(config.landmark_set)
     if data is None:
-        data = {split: resized(load(DatasetSpec(config.landmark_set, config.data_size_px, count, split)), config.size_px)
+        data = {split: resized(load(DatasetSpec(config.landmark_set, config.data_size_px, count, split, config.roi)),
+                               config.size_px)
                 for split, count in (("train", config.train_count), ("val", config.val_count))}
+    for split, offset, count in (("train", 0, config.negatives), ("val", 10_000_000, config.negatives // 10)):
+        data[split].setdefault("negatives", np.stack(
+            [negative_sample(offset + k, config.size_px) for k in range(count)]) if count else
+            np.zeros((0, config.size_px, config.size_px, 3), np.uint8))
     shared = set(data["train"]["identity_ids"].tolist()) & set(data["val"]["identity_ids"].tolist())
     if shared:
         raise ValueError(f"validation identities must be held out; {len(shared)} appear in training too")
@@ -105,6 +121,14 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     net = build_network(config.arch, len(landmark_set), config.width, config.last_channels)
     mean_mu = to_normalised(train_set["landmarks_px"], config.size_px).mean(0)
     net.head.init_bias(mean_mu, float(np.log(0.1)))
+    if init_from is not None and not (resume and (out / "last.pt").is_file()):
+        source, source_config, _ = load_checkpoint(init_from, strict=False)
+        mismatch = {k: (getattr(source_config, k), getattr(config, k))
+                    for k in ("arch", "width", "last_channels", "landmark_set") if getattr(source_config, k) != getattr(config, k)}
+        if mismatch:
+            raise ValueError(f"{init_from}: cannot start from it, it differs in {mismatch} (its value, this run's)")
+        missing = net.load_state_dict(source.state_dict(), strict=False).missing_keys
+        progress(f"starting from the weights of {init_from}" + (f" (new: {missing})" if missing else ""))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, round(config.epochs / 3)), gamma=0.5)
     history, epoch, best_nme, step = [], 0, float("inf"), 0
@@ -118,16 +142,21 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         progress(f"resumed from {last} after epoch {epoch}")
     rng = np.random.default_rng([config.seed, epoch])
     count = len(train_set["images"])
+    negatives = train_set["negatives"]
+    per_batch = min(len(negatives), max(1, config.batch // 8))
     while epoch < config.epochs:
         started = time.perf_counter()
         order = rng.permutation(count)
         total, seen = 0.0, 0
         for start in range(0, count - config.batch + 1, config.batch):
             rows = np.sort(order[start:start + config.batch])
-            x = to_tensor(train_set["images"][rows])
+            images = train_set["images"][rows]
+            if per_batch:
+                images = np.concatenate([images, negatives[rng.integers(len(negatives), size=per_batch)]])
+            mu, log_sigma, logit = net(to_tensor(images))
             target = to_normalised(train_set["landmarks_px"][rows], config.size_px)
-            mu, log_sigma = net(x)
-            loss = gnll_loss(mu, log_sigma, target, weights)
+            has_head = torch.arange(len(images)) < len(rows)
+            loss = gnll_loss(mu[:len(rows)], log_sigma[:len(rows)], target, weights) + presence_loss(logit, has_head)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -139,6 +168,8 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         val = evaluate_batches(net, val_set, weights, config.size_px)
         record = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val["loss"],
                   "val_nme_percent": val["nme_percent"], "lr": optimiser.param_groups[0]["lr"],
+                  "val_presence_found_percent": val["presence_found_percent"],
+                  "val_presence_rejected_percent": val["presence_rejected_percent"],
                   "seconds": time.perf_counter() - started, "steps": step}
         history.append(record)
         progress(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
@@ -156,11 +187,13 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     return best
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, TrainConfig, list]:
+def load_checkpoint(path: Path, strict: bool = True) -> tuple[torch.nn.Module, TrainConfig, list]:
+    """The network, configuration and history of a checkpoint; strict=False also takes
+    checkpoints from before the presence output (its layer then keeps its initial weights)."""
     state = torch.load(path, weights_only=False)
-    config = TrainConfig(**state["config"])
+    config = TrainConfig(**{"roi": "square", **state["config"]})     # runs before the ROI choice were square
     net = build_network(config.arch, len(load_landmark_set(config.landmark_set)), config.width, config.last_channels)
-    net.load_state_dict(state["model"])
+    net.load_state_dict(state["model"], strict=strict)
     return net.eval(), config, state["history"]
 
 
@@ -174,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--out", type=Path, default=paths.data_dir() / "training" / "realtime")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--init-from", type=Path, help="start from this checkpoint's weights (fine-tuning)")
     args = vars(parser.parse_args(argv))
-    out, resume = args.pop("out"), args.pop("resume")
-    print(train(TrainConfig(**args), out, resume))
+    out, resume, init_from = args.pop("out"), args.pop("resume"), args.pop("init_from")
+    print(train(TrainConfig(**args), out, resume, init_from=init_from))
     return 0
 
 

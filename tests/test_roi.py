@@ -204,3 +204,28 @@ def test_two_faces_follow_the_largest_central_one_and_say_so(models, detector, a
     assert track.flags["multiple_faces"][0, 0]
     assert any("2 faces detected" in note and "largest, most central" in note for note in track.notes)
     assert track.mu_px[0, 0, :, 0].min() > 600  # the bigger face on the right, not the small one
+
+
+@needs_astronaut
+def test_a_model_trained_on_affine_crops_gets_affine_crops_from_the_detector_keypoints(models, detector,
+                                                                                     astronaut, tmp_path):
+    metadata = json.loads(models["face_mesh_468"].with_suffix(".json").read_text())
+    metadata["roi"]["crop"] = "affine"
+    (tmp_path / "affine.json").write_text(json.dumps(metadata))
+    model = LandmarkModel.load(models["face_mesh_468"], tmp_path / "affine.json")
+    assert model.metadata.roi.crop == "affine"
+    first = Landmarker(model, detector, refine_detections=False).process([Frame(0, astronaut, 0.0, 255)])[0]
+    keypoints = dict(zip(detector.keypoint_names, detector.detect(astronaut)[0].keypoints_px))
+    expected = AffineRoi.from_anchors({"right_eye": keypoints["right_eye"], "left_eye": keypoints["left_eye"],
+                                       "mouth": keypoints["mouth_centre"]}, model.metadata.roi.affine_targets)
+    assert isinstance(first.roi, AffineRoi)
+    np.testing.assert_allclose(first.roi.unit_matrix, expected.unit_matrix, rtol=1e-9)
+    # Offline tracking stays affine: the next frame's crop comes from the landmarks' anchors.
+    landmarker = Landmarker(model, detector)
+    results = [landmarker.process([Frame(k, astronaut, k / 25, 255)])[0] for k in range(2)]
+    assert all(isinstance(r.roi, AffineRoi) and r.valid for r in results)
+    assert results[1].flags == frozenset()
+    metadata["roi"]["crop"] = "circle"
+    (tmp_path / "affine.json").write_text(json.dumps(metadata))
+    with pytest.raises(LandmarkModelError, match=r"roi\.crop: expected one of \('square', 'affine'\)"):
+        LandmarkModel.load(models["face_mesh_468"], tmp_path / "affine.json")

@@ -215,10 +215,14 @@ def test_a_video_job_fits_the_requested_frames(server, tmp_path, sample_clip):
     assert {"landmarks", "fit"} <= stages
 
 
-def test_the_dense_landmarks_are_refused_until_they_exist(server, tmp_path, sample_clip):
+def test_a_dense_landmark_job_fits_with_the_shipped_network(server, tmp_path, sample_clip):
     server.send(fit("dense", tmp_path / "dense", landmarks="dense", source={
-        "kind": "video", "paths": [str(sample_clip)], "frame_start": 0, "frame_end": 3}))
-    assert "the dense landmark model is not available" in server.wait("error", "dense")["message"]
+        "kind": "video", "paths": [str(sample_clip)], "frame_start": 0, "frame_end": 5}))
+    server.wait("done", "dense", timeout_s=300)
+    folder = tmp_path / "dense"
+    with np.load(folder / "landmarks.npz") as track:
+        assert track["mu_px"].shape == (6, 1, 320, 2) and np.isfinite(track["mu_px"]).all()
+    assert json.loads((folder / "result.json").read_text())["landmarks"] == "dense"
 
 
 def test_blender_cameras_become_the_landmark_stages_calibration(tmp_path, sample_clip):

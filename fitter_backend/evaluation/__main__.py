@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from fitter_backend.errors import FacecapError
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "landmarks"
 
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     nme.add_argument("--sets", help="comma-separated subset of 300w, wflw, 300vw, aflw2000 (default: all found)")
     nme.add_argument("--limit", type=int, help="at most this many faces per set")
     nme.add_argument("--head", default="open", help="open (default), a FLAME .pkl or a head-model .npz")
-    nme.add_argument("--landmarks", default="face_mesh_468", help="landmark model (face_mesh_468, face_mesh_478)")
+    nme.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
+                     help=f"landmark model (default {DEFAULT_LANDMARKS}; {DENSE_LANDMARKS}, {BOOTSTRAP_LANDMARKS}, "
+                          "face_mesh_478)")
     nme.add_argument("--json", help="also save the figures (per set and per face) to this JSON file")
     nme.set_defaults(run=_nme)
     return parser

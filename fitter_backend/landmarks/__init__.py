@@ -3,7 +3,13 @@ from fitter_backend.landmarks.contract import LandmarkMetadata
 from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 
-__all__ = ["FrameLandmarks", "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack",
+#: The product's landmark models: the dense network shipped in ``onnx_models/models/`` and
+#: MediaPipe's face mesh converted at set-up (the bootstrap, always selectable).
+DENSE_LANDMARKS = "dense_320_mobilenet_v2"
+BOOTSTRAP_LANDMARKS = "face_mesh_468"
+DEFAULT_LANDMARKS = BOOTSTRAP_LANDMARKS
+
+__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FrameLandmarks", "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack",
            "Landmarker", "NoFaceError"]
 
 _PIPELINE = ("FrameLandmarks", "LandmarkTrack", "Landmarker")

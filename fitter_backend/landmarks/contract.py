@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 MU_UNITS = ("input_px", "normalised")
 ORIGINS = ("pixel_corner", "pixel_centre")
 AFFINE_ANCHORS = ("right_eye", "left_eye", "mouth")
+ROI_CROPS = ("square", "affine")
 
 
 class JsonFields:
@@ -139,11 +140,15 @@ class RoiSpec:
     scale_from_landmarks: square side / max(extent of this model's landmarks).
     affine_targets: where the real-time affine ROI puts the anchor points, as fractions of
     the crop side (x, y); keys ``right_eye``, ``left_eye``, ``mouth``.
+    crop: "square" (offline squares; affine only in real-time mode) or "affine": the model was
+    trained on affine crops only, so every crop is affine, from the detector's eye and mouth
+    keypoints after a detection.
     """
 
     scale_from_detection: float
     scale_from_landmarks: float
     affine_targets: dict[str, tuple[float, float]]
+    crop: str = "square"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +249,8 @@ class LandmarkMetadata:
         roi = top.obj("roi")
         targets = roi.obj("affine_targets")
         roi_spec = RoiSpec(roi.float("scale_from_detection", 0.5), roi.float("scale_from_landmarks", 0.5),
-                           {name: targets.floats(name, 2) for name in AFFINE_ANCHORS})
+                           {name: targets.floats(name, 2) for name in AFFINE_ANCHORS},
+                           roi.str("crop", ROI_CROPS, default="square"))
 
         embeddings = top.raw("embeddings", {})
         if not isinstance(embeddings, dict):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS
 from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.roi.detector import FaceDetector
@@ -149,7 +150,7 @@ class Landmarker:
         self.trackers: list[OfflineRoiTracker] = []
 
     @classmethod
-    def from_setup(cls, device: str = "cpu", landmarks: str = "face_mesh_468", realtime: bool = False,
+    def from_setup(cls, device: str = "cpu", landmarks: str = BOOTSTRAP_LANDMARKS, realtime: bool = False,
                    progress: Callable[[str], None] = print) -> "Landmarker":
         """The MediaPipe models built by set-up (built now if missing) or a dense model shipped
         in ``onnx_models/models/``. landmarks: "face_mesh_468" (always built), "face_mesh_478"
@@ -175,9 +176,10 @@ class Landmarker:
         """Forget all tracked faces (the next frames start from detection)."""
         self.trackers = []
 
-    def _tracker(self) -> OfflineRoiTracker:
+    def new_tracker(self) -> OfflineRoiTracker:
+        """A tracker for one more face in one view, with the ROI kind this model needs."""
         meta = self.model.metadata
-        if self.realtime:
+        if self.realtime or meta.roi.crop == "affine":
             return RealtimeRoiTracker(self.detector, meta.roi, meta.anchors)
         return OfflineRoiTracker(self.detector, meta.roi)
 
@@ -200,7 +202,7 @@ class Landmarker:
         """Landmarks for the frames of all views at one instant (one frame per view, in the
         same view order on every call)."""
         if not self.trackers:
-            self.trackers = [self._tracker() for _ in frames]
+            self.trackers = [self.new_tracker() for _ in frames]
         if len(frames) != len(self.trackers):
             raise LandmarkModelError(f"{len(frames)} views given, the Landmarker follows {len(self.trackers)}")
         threshold = self.model.metadata.presence_threshold

@@ -16,6 +16,8 @@ from fitter_backend.landmarks.contract import AFFINE_ANCHORS, RoiSpec
 from fitter_backend.roi.detector import FaceCandidate, FaceDetector, box_iou
 from fitter_backend.roi.regions import AffineRoi, SquareRoi
 
+#: The face detector's keypoint for each affine anchor.
+DETECTOR_ANCHORS = {"right_eye": "right_eye", "left_eye": "left_eye", "mouth": "mouth_centre"}
 #: Re-detection sticks to the face it followed when a candidate overlaps the last ROI this much.
 SAME_FACE_IOU = 0.1
 
@@ -24,7 +26,7 @@ SAME_FACE_IOU = 0.1
 class Detection:
     """The outcome of one detection: the chosen ROI (None: no face) and what was seen."""
 
-    roi: SquareRoi | None
+    roi: SquareRoi | AffineRoi | None
     chosen: FaceCandidate | None
     faces: int
 
@@ -96,3 +98,15 @@ class RealtimeRoiTracker(OfflineRoiTracker):
     def roi_from_landmarks(self, mu_px: np.ndarray) -> AffineRoi:
         points = {name: mu_px[list(self.anchors[name])].mean(0) for name in AFFINE_ANCHORS}
         return AffineRoi.from_anchors(points, self.roi_spec.affine_targets)
+
+    def detect(self, image: np.ndarray, white_level: float | None = None) -> Detection:
+        """As offline; a model trained on affine crops only (``roi.crop`` "affine") gets its
+        first crop from the detector's eye and mouth keypoints instead of a square."""
+        detection = super().detect(image, white_level)
+        if self.roi_spec.crop != "affine" or detection.chosen is None:
+            return detection
+        keypoints = dict(zip(self.detector.keypoint_names, detection.chosen.keypoints_px))
+        points = {anchor: keypoints.get(name) for anchor, name in DETECTOR_ANCHORS.items()}
+        if any(point is None for point in points.values()):
+            return detection     # a detector without those keypoints: the square, refined from landmarks
+        return dataclasses.replace(detection, roi=AffineRoi.from_anchors(points, self.roi_spec.affine_targets))

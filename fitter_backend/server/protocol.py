@@ -143,7 +143,8 @@ REQUESTS = {
     "cancel": {"job": job_id},
     "shutdown": {},
 }
-#: Optional request fields (defaults in brackets): landmarks ["dense"], device ["cpu"].
+#: Optional request fields (defaults in brackets): landmarks [the backend's default model, see
+#: server.runner.DEFAULT_LANDMARK_CHOICE], device ["cpu"].
 OPTIONAL_REQUEST_FIELDS = {
     "fit": {"landmarks": one_of("dense", "bootstrap"), "device": one_of("cpu", "gpu")},
 }

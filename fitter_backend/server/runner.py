@@ -19,11 +19,14 @@ import numpy as np
 from fitter_backend.errors import FitError
 from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
 
 SYNTHETIC_LANDMARKS = 300      # dense stand-in landmarks of a synthetic shot
 SYNTHETIC_FPS = 25.0
 #: The protocol's landmark choices -> the landmark stage's models.
-LANDMARK_MODELS = {"bootstrap": "face_mesh_468"}
+LANDMARK_MODELS = {"dense": DENSE_LANDMARKS, "bootstrap": BOOTSTRAP_LANDMARKS}
+#: What a request without ``landmarks`` gets: the backend's default landmark model.
+DEFAULT_LANDMARK_CHOICE = next(choice for choice, name in LANDMARK_MODELS.items() if name == DEFAULT_LANDMARKS)
 
 # Share of the job's time each step takes (for the overall fraction and the ETA).
 STEPS = {"loading head model": (0.0, 0.05), "preparing landmarks": (0.05, 0.1), "fitting": (0.1, 0.92),
@@ -125,7 +128,7 @@ def video_fit(request: dict, folder: Path, report: Report, cancelled: Callable[[
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FitError(f"video file not found: {missing[0]}")
-    landmarks = request.get("landmarks", "dense")
+    landmarks = request.get("landmarks", DEFAULT_LANDMARK_CHOICE)
     if landmarks not in LANDMARK_MODELS:
         raise FitError(f"the {landmarks} landmark model is not available in this backend version; "
                        f"choose one of: {', '.join(LANDMARK_MODELS)}")
@@ -162,7 +165,7 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache,
             frames, fps, mu, sigma = synthetic_fit(model, source, request["mode"], partial, report)
         step_reporter(report, "writing results")("writing results", 0.0)
         info = {"job": request["job"], "mode": request["mode"], "source": source, "head": request["head"],
-                "landmarks": request.get("landmarks", "dense"), "device": request.get("device", "cpu"),
+                "landmarks": request.get("landmarks", DEFAULT_LANDMARK_CHOICE), "device": request.get("device", "cpu"),
                 "job_seconds": round(time.perf_counter() - started, 3)}
         if source["kind"] == "video":
             finish_video_result(partial, model, info)

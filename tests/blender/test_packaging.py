@@ -68,7 +68,8 @@ def test_the_zips_are_reproducible_and_complete(built):
     names = set(extension.namelist())
     assert {"blender_manifest.toml", "__init__.py", "importer.py", "setup_env.py",
             "backend/fitter_backend/server/protocol.py", "backend/fitter_backend/export/result_files.py",
-            "backend/requirements/backend.txt"} <= names
+            "backend/requirements/backend.txt", "backend/onnx_models/models/dense_320_mobilenet_v2.onnx",
+            "backend/onnx_models/models/dense_320_mobilenet_v2.json"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert set(legacy.namelist()) == {f"facecap/{n}" for n in names}
     assert b'"blender": (3, 4, 0)' in legacy.read("facecap/__init__.py")
