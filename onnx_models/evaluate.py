@@ -20,10 +20,8 @@ import numpy as np
 import fitter_backend  # noqa: F401  (thread defaults)
 from fitter_backend.landmarks import LandmarkModel
 from onnx_models.dataset import DatasetSpec, load, resized
-from onnx_models.synthetic import negative_sample
+from onnx_models.synthetic import NEGATIVE_OFFSETS, negative_sample
 
-#: Head-free evaluation crops: seeds apart from training's (0..) and validation's (10,000,000..).
-NEGATIVE_EVAL_SEED = 20_000_000
 GAUSSIAN_2D_COVERAGE = {k: 1 - np.exp(-k * k / 2) for k in (1, 2, 3)}
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "landmarks"
 
@@ -32,12 +30,8 @@ def synthetic_figures(model: LandmarkModel, data: dict, batch: int = 32, negativ
     """NME (percent of the crop side) overall, per region, visible/hidden; sigma coverage;
     presence on the held-out heads and on ``negatives`` head-free crops."""
     size = model.input_size
-    mu, sigma = [], []
-    for start in range(0, len(data["images"]), batch):
-        m, s, _ = model.predict(data["images"][start:start + batch])
-        mu.append(m)
-        sigma.append(s)
-    mu, sigma = np.concatenate(mu), np.concatenate(sigma)
+    batches = [model.predict(data["images"][start:start + batch]) for start in range(0, len(data["images"]), batch)]
+    mu, sigma, presence = (np.concatenate(column) for column in zip(*batches))
     errors = np.linalg.norm(mu - data["landmarks_px"], axis=-1)
     relative = errors / size
     visible = data["visible"]
@@ -57,9 +51,8 @@ def synthetic_figures(model: LandmarkModel, data: dict, batch: int = 32, negativ
                               "hidden": float(np.median(sigma[~visible])) if (~visible).any() else None}
     if model.metadata.presence is not None:
         threshold = model.metadata.presence_threshold
-        found = np.concatenate([model.predict(data["images"][s:s + batch])[2]
-                                for s in range(0, len(data["images"]), batch)]) >= threshold
-        empty = np.stack([negative_sample(NEGATIVE_EVAL_SEED + k, size) for k in range(negatives)])
+        found = presence >= threshold
+        empty = np.stack([negative_sample(NEGATIVE_OFFSETS["evaluation"] + k, size) for k in range(negatives)])
         rejected = model.predict(empty)[2] < threshold
         out["presence"] = {"heads_found_percent": float(100 * found.mean()),
                            "empty_rejected_percent": float(100 * rejected.mean()), "empty_crops": negatives}
@@ -205,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = model.metadata
     figures = {"model": str(args.model)}
     val = load(DatasetSpec(meta.landmark_set, args.data_size, args.val_count, "val", meta.roi.crop))
-    figures["synthetic"] = synthetic_figures(model, resized(val, meta.input.size_px))
+    val_input = resized(val, meta.input.size_px)
+    figures["synthetic"] = synthetic_figures(model, val_input)
     if args.detection_scale:
         figures["scale_from_detection"] = detection_scale(val)
         print(f"scale_from_detection: {figures['scale_from_detection']}")
     if args.fixtures.is_dir():
-        mean_face = resized(val, meta.input.size_px)["landmarks_px"].mean(axis=0)
-        figures["real"] = real_face_figures(model, args.fixtures, mean_face)
+        figures["real"] = real_face_figures(model, args.fixtures, val_input["landmarks_px"].mean(axis=0))
     figures["speed"] = speed_figures(model)
     print(format_report(figures))
     if args.json:

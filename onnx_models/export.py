@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fitter_backend.head_models.open_head import load_open_head
+from fitter_backend.landmarks.contract import AFFINE_ANCHORS
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.synthetic import SynthConfig
@@ -130,7 +131,7 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
         "licence": "weights trained by this project on CC0 MakeHuman-derived synthetic data",
     }
     # Affine crops put the anchors where the generator put them; squares measure them.
-    targets = dict(zip(("right_eye", "left_eye", "mouth"), (list(t) for t in SynthConfig.affine_targets))) \
+    targets = dict(zip(AFFINE_ANCHORS, (list(t) for t in SynthConfig.affine_targets))) \
         if config.roi == "affine" else affine_targets(landmark_set, val, config.size_px)
     meta = metadata(out.stem, landmark_set, config.size_px, targets, provenance, config.roi)
     out.with_suffix(".json").write_text(json.dumps(meta, separators=(",", ":")) + "\n", encoding="utf-8")

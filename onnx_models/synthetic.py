@@ -28,6 +28,7 @@ import numpy as np
 from fitter_backend.fitting.synthetic import talking_expressions
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import Pose, Rig, forward, rodrigues, rotation_vector, surface_points
+from fitter_backend.landmarks.contract import AFFINE_ANCHORS
 from fitter_backend.render.camera import to_pixels_depth
 from fitter_backend.render.rasterise import RasterBuffers, interpolate, rasterise
 from fitter_backend.render.shading import DirectionalLight, shade, to_uint8, vertex_normals
@@ -39,6 +40,8 @@ from onnx_models.landmark_sets import LandmarkSet
 
 IDENTITY_SEED = 5_000_000
 NEGATIVE_SEED = 7_000_000
+#: First seed of the head-free crops of each use: training, validation and evaluation never share one.
+NEGATIVE_OFFSETS = {"train": 0, "val": 10_000_000, "evaluation": 20_000_000}
 SCLERA = np.array([0.62, 0.60, 0.56])
 TEETH = np.array([0.62, 0.58, 0.48])
 TONGUE = np.array([0.45, 0.16, 0.15])
@@ -60,7 +63,7 @@ class SynthConfig:
     # eye centres and the mouth centre at ``affine_targets`` (fractions of the side), jittered
     # like a detector's keypoints (scale and shift as above, rotation ``roi_rotation_jitter_deg``).
     roi: str = "square"
-    affine_targets: tuple = ((0.38, 0.42), (0.62, 0.42), (0.5, 0.70))   # right eye, left eye, mouth
+    affine_targets: tuple = ((0.38, 0.42), (0.62, 0.42), (0.5, 0.70))   # in AFFINE_ANCHORS order
     roi_rotation_jitter_deg: float = 5.0
     max_yaw_deg: float = 95.0
     occluders: bool = True
@@ -159,10 +162,7 @@ class SyntheticGenerator:
             near = np.linalg.norm(self.template[:, None] - samples[None], axis=2).min(axis=1) < 0.0013
             lash |= near & eyelids
         self.lash_line = lash
-        semantic_ids = landmark_set.semantic
-        self.anchor_ids = [[semantic_ids[f"ibug_{k:02d}"] for k in range(36, 42)],
-                           [semantic_ids[f"ibug_{k:02d}"] for k in range(42, 48)],
-                           [semantic_ids["ibug_48"], semantic_ids["ibug_54"]]]
+        self.anchors = landmark_set.anchors()        # the contract's anchors: eye rings, mouth corners
         ids = self.landmark_set.points.vertex_ids(model.triangles)
         self.ids, self.bary = ids, landmark_set.points.barycentric.astype(np.float64)
 
@@ -272,10 +272,10 @@ class SyntheticGenerator:
         all_normals = vertex_normals(vertices, triangles)
         linear = shade(raster, triangles, all_normals, albedo, lights, ambient, positions=vertices)
         mask = raster.mask
+        positions_px = interpolate(raster, triangles, vertices)
         key = lights[0]
         if isinstance(key, DirectionalLight):                 # cast shadows of the key light
-            positions_px = interpolate(raster, triangles, vertices)[mask].astype(np.float64)
-            dark = shadowed(positions_px, vertices, triangles, np.asarray(key.to_light))
+            dark = shadowed(positions_px[mask].astype(np.float64), vertices, triangles, np.asarray(key.to_light))
             if dark.any():
                 key_only = shade(raster, triangles, all_normals, albedo, [key], (0.0, 0.0, 0.0), positions=vertices)
                 lit = linear[mask]
@@ -286,12 +286,12 @@ class SyntheticGenerator:
         rest_px = interpolate(raster, triangles, rest)
         linear[on_head] *= skin_detail(look, rest_px[on_head])[:, None]
         linear[on_hair] *= hair_detail(look, rest_px[on_hair])[:, None]
-        skin = on_head & ~self.inner_parts[np.maximum(raster.triangle_id, 0) % self.triangle_count]
+        skin = on_head & ~self.inner_parts[self._head_triangle(raster)]
         if skin.any():
             normal_px = interpolate(raster, triangles, all_normals)[skin]
             normal_px /= np.maximum(np.linalg.norm(normal_px, axis=1, keepdims=True), 1e-9)
-            linear[skin] += specular(normal_px, interpolate(raster, triangles, vertices)[skin].astype(np.float64),
-                                     lights, look.gloss, float(rng.uniform(8, 40)))
+            linear[skin] += specular(normal_px, positions_px[skin].astype(np.float64), lights, look.gloss,
+                                     float(rng.uniform(8, 40)))
         self._eyes(linear, raster, rest_px, look)
         self._cavity(linear, raster, vertices, triangles, ambient)
         canvas = background(rng, render)
@@ -332,7 +332,7 @@ class SyntheticGenerator:
             return np.array([[1 / side, 0, -corner[0] / side], [0, 1 / side, -corner[1] / side]])
         if cfg.roi != "affine":
             raise ValueError(f"SynthConfig.roi must be 'square' or 'affine', got {cfg.roi!r}")
-        anchors = np.array([landmarks_px[ids].mean(0) for ids in self.anchor_ids])
+        anchors = np.array([landmarks_px[self.anchors[name]].mean(0) for name in AFFINE_ANCHORS])
         aligned = similarity_matrix(anchors, np.asarray(cfg.affine_targets, dtype=np.float64))
         # Jitter about the crop centre: rotate, scale, shift (the detector's keypoint noise).
         angle = np.radians(rng.normal(0, cfg.roi_rotation_jitter_deg))
@@ -340,11 +340,15 @@ class SyntheticGenerator:
         shift = 0.5 - linear @ np.array([0.5, 0.5]) + rng.normal(0, cfg.roi_shift_jitter / 2, 2)
         return np.concatenate([linear @ aligned[:, :2], (linear @ aligned[:, 2] + shift)[:, None]], axis=1)
 
+    def _head_triangle(self, raster) -> np.ndarray:
+        """(h, w) the head triangle at each pixel, clamped into the head's range (background and
+        hair pixels get some valid id: mask them with ``raster.mask`` / the hair test)."""
+        return np.clip(raster.triangle_id, 0, self.triangle_count - 1)
+
     def _eyes(self, linear: np.ndarray, raster, rest: np.ndarray, look) -> None:
         """Iris and pupil per pixel on the eyeballs (their rest positions rotate with the gaze)."""
-        head_triangle = np.minimum(np.maximum(raster.triangle_id, 0), self.triangle_count - 1)
         on_eye = raster.mask & (raster.triangle_id < self.triangle_count) & \
-            self.eyeballs[self.model.triangles[head_triangle, 0]]
+            self.eyeballs[self.model.triangles[self._head_triangle(raster), 0]]
         if not on_eye.any():
             return
         points = rest[on_eye]

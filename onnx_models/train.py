@@ -23,7 +23,7 @@ from fitter_backend import paths
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.networks import build_network, gnll_loss, presence_loss
-from onnx_models.synthetic import negative_sample
+from onnx_models.synthetic import NEGATIVE_OFFSETS, negative_sample
 
 #: lambda_i of the loss by region: the fit leans on eyes and lips most.
 REGION_LOSS_WEIGHTS = {"eyes": 2.0, "lips": 2.0, "nose": 1.0, "contour": 1.0, "face": 1.0, "ears": 1.0,
@@ -109,9 +109,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         data = {split: resized(load(DatasetSpec(config.landmark_set, config.data_size_px, count, split, config.roi)),
                                config.size_px)
                 for split, count in (("train", config.train_count), ("val", config.val_count))}
-    for split, offset, count in (("train", 0, config.negatives), ("val", 10_000_000, config.negatives // 10)):
+    for split, count in (("train", config.negatives), ("val", config.negatives // 10)):
         data[split].setdefault("negatives", np.stack(
-            [negative_sample(offset + k, config.size_px) for k in range(count)]) if count else
+            [negative_sample(NEGATIVE_OFFSETS[split] + k, config.size_px) for k in range(count)]) if count else
             np.zeros((0, config.size_px, config.size_px, 3), np.uint8))
     shared = set(data["train"]["identity_ids"].tolist()) & set(data["val"]["identity_ids"].tolist())
     if shared:

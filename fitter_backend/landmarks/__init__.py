@@ -9,8 +9,8 @@ DENSE_LANDMARKS = "dense_320_mobilenet_v2"
 BOOTSTRAP_LANDMARKS = "face_mesh_468"
 DEFAULT_LANDMARKS = BOOTSTRAP_LANDMARKS
 
-__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FrameLandmarks", "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack",
-           "Landmarker", "NoFaceError"]
+__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FrameLandmarks", "LandmarkMetadata",
+           "LandmarkModel", "LandmarkModelError", "LandmarkTrack", "Landmarker", "NoFaceError"]
 
 _PIPELINE = ("FrameLandmarks", "LandmarkTrack", "Landmarker")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS
+from fitter_backend.landmarks import DEFAULT_LANDMARKS
 from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.roi.detector import FaceDetector
@@ -150,7 +150,7 @@ class Landmarker:
         self.trackers: list[OfflineRoiTracker] = []
 
     @classmethod
-    def from_setup(cls, device: str = "cpu", landmarks: str = BOOTSTRAP_LANDMARKS, realtime: bool = False,
+    def from_setup(cls, device: str = "cpu", landmarks: str = DEFAULT_LANDMARKS, realtime: bool = False,
                    progress: Callable[[str], None] = print) -> "Landmarker":
         """The MediaPipe models built by set-up (built now if missing) or a dense model shipped
         in ``onnx_models/models/``. landmarks: "face_mesh_468" (always built), "face_mesh_478"
