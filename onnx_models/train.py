@@ -1,9 +1,11 @@
 """Train a landmark network on cached synthetic data with the paper's GNLL loss.
 
 AdamW with default hyperparameters, StepLR halving the rate every third of the run (the
-paper: 300 epochs, StepLR(100, 0.5), batch 128; here far fewer epochs and a smaller batch fit the CPU), per-landmark loss weights by region, a
-validation split of held-out identities, the best epoch (lowest validation NME) kept, and a
-resumable checkpoint after every epoch.
+paper: 300 epochs, StepLR(100, 0.5), batch 128; here far fewer epochs and a smaller batch fit
+the CPU), per-landmark loss weights by region, every training sample jittered anew each time it
+is drawn (``batch_augment``), a validation split of held-out identities, the best epoch (lowest
+validation NME) kept, and a resumable checkpoint after every epoch (``checkpoint_parts`` carries
+it to and from the GPU machine).
 
     python -m onnx_models.train --arch mobilenet_v2 --width 0.5 --epochs 5 --batch 16 \
         --out <data_dir>/training/realtime [--resume]
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from fitter_backend import paths
+from onnx_models.batch_augment import BatchAugment, augment_batch
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.networks import build_network, gnll_loss, presence_loss
@@ -49,6 +52,10 @@ class TrainConfig:
     seed: int = 0
     roi: str = "affine"            # the crop of the cached renders (SynthConfig.roi)
     negatives: int = 2000          # head-free crops for the presence output (train; val gets a tenth)
+    augment: float = 1.0           # chance a training sample is jittered anew (batch_augment); 0 = off
+    jitter_rotation_deg: float = 8.0   # BatchAugment ranges of that jitter
+    jitter_scale: float = 0.08
+    jitter_shift: float = 0.04
     max_steps: int | None = None   # stop early (tests, tiny runs)
 
 
@@ -144,17 +151,19 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     count = len(train_set["images"])
     negatives = train_set["negatives"]
     per_batch = min(len(negatives), max(1, config.batch // 8))
+    jitter = BatchAugment(config.jitter_rotation_deg, config.jitter_scale, config.jitter_shift)
     while epoch < config.epochs:
         started = time.perf_counter()
         order = rng.permutation(count)
         total, seen = 0.0, 0
         for start in range(0, count - config.batch + 1, config.batch):
             rows = np.sort(order[start:start + config.batch])
-            images = train_set["images"][rows]
+            images, landmarks_px = augment_batch(train_set["images"][rows], train_set["landmarks_px"][rows], rng,
+                                                 config.augment, jitter)
             if per_batch:
                 images = np.concatenate([images, negatives[rng.integers(len(negatives), size=per_batch)]])
             mu, log_sigma, logit = net(to_tensor(images))
-            target = to_normalised(train_set["landmarks_px"][rows], config.size_px)
+            target = to_normalised(landmarks_px, config.size_px)
             has_head = torch.arange(len(images)) < len(rows)
             loss = gnll_loss(mu[:len(rows)], log_sigma[:len(rows)], target, weights) + presence_loss(logit, has_head)
             optimiser.zero_grad()

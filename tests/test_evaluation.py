@@ -9,7 +9,7 @@ from fitter_backend.evaluation.__main__ import main
 from fitter_backend.evaluation.annotated import IBUG68_FROM_WFLW98, annotated_sets
 from fitter_backend.evaluation.label_translation import IBUG68, crop_around, fit_image, label_points_px
 from fitter_backend.evaluation.landmark_nme import FaceResult, summarise
-from fitter_backend.evaluation.nme import INNER_POINTS, box_size_px, inter_ocular_px, nme
+from fitter_backend.evaluation.nme import INNER_POINTS, box_size_px, inter_ocular_px, nme, similarity_aligned
 from fitter_backend.head_models.lbs import surface_points
 from fitter_backend.head_models.open_head import load_open_head
 from fitter_backend.landmarks import Landmarker
@@ -47,6 +47,21 @@ def test_nme_of_known_offsets():
     # batched: one face per row, each with its own normaliser
     batch = nme(np.stack([shifted, jaw_off]), np.stack([truth, truth]), np.array([20.0, 10.0]))
     np.testing.assert_allclose(batch, [0.25, 17 / 68 * 10 / 10])
+
+
+def test_similarity_alignment_removes_placement_and_size_but_not_shape():
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0, 100, (3, 68, 2))
+    angle, scale, shift = 0.3, 1.25, np.array([7.0, -4.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = scale * truth @ rotation.T + shift
+    aligned, found = similarity_aligned(moved, truth)
+    np.testing.assert_allclose(aligned, truth, atol=1e-9)
+    np.testing.assert_allclose(found, 1 / scale)
+    # A shape change survives alignment: one point off by 10 px keeps most of its error.
+    bent = moved.copy()
+    bent[:, 30] += 10
+    assert (nme(similarity_aligned(bent, truth)[0], truth, 1.0) > 0.1).all()
 
 
 def test_summary_averages_faces_per_set_and_counts_misses():

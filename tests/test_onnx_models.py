@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
+from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.open_head import load_open_head
 from fitter_backend.landmarks import LandmarkModel
 from fitter_backend.render.rasterise import RasterBuffers, interpolate
 from onnx_models import MODELS_DIR
+from onnx_models.batch_augment import BatchAugment, augment_batch
 from onnx_models.dataset import DatasetSpec
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.synthetic import SynthConfig, SyntheticGenerator, negative_sample
@@ -94,6 +96,29 @@ def test_samples_are_reproducible_and_differ_by_seed(head, realtime_set):
     assert np.abs(first.landmarks_px - other.landmarks_px).max() > 1.0
 
 
+def test_batch_augmentation_moves_labels_with_the_pixels():
+    # A dark square on grey marks each sample's first two landmarks; after the random warp the
+    # labels must still point at the square's centre (the warp itself) and the patch must not
+    # move them. Photometric redraws keep geometry, so they are on too.
+    size, rng = 96, np.random.default_rng(4)
+    images = np.full((16, size, size, 3), 180, np.uint8)
+    landmarks = np.zeros((16, 2, 2), np.float32)
+    for b in range(16):
+        centre = rng.uniform(30, 66, 2).astype(np.float32)
+        x, y = (centre - 0.5).round().astype(int)
+        images[b, y - 3:y + 4, x - 3:x + 4] = 0
+        landmarks[b] = (x + 0.5, y + 0.5)   # pixel j spans [j, j + 1)
+    settings = BatchAugment(cutout=0.0)
+    warped, moved = augment_batch(images, landmarks, rng, settings=settings)
+    assert not np.allclose(moved, landmarks, atol=0.5), "the jitter should move the labels"
+    for b in range(16):
+        dark = np.argwhere(warped[b].mean(axis=2) < 60)
+        found = dark.mean(axis=0)[::-1] + 0.5
+        assert np.linalg.norm(found - moved[b, 0]) < 0.6 and np.allclose(moved[b, 0], moved[b, 1])
+    kept, same = augment_batch(images, landmarks, rng, chance=0.0)
+    assert np.array_equal(kept, images) and np.array_equal(same, landmarks)
+
+
 def test_validation_identities_are_held_out():
     train = np.concatenate([DatasetSpec(count=4000, split="train").jobs(c)[1] for c in range(16)])
     val = np.concatenate([DatasetSpec(count=1000, split="val").jobs(c)[1] for c in range(4)])
@@ -171,6 +196,48 @@ def test_tiny_run_resumes_from_its_checkpoint_and_exports(tiny_data, tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["epoch"] == 2 and state["step"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
     _export_and_load(best, tmp_path / "tiny.onnx", tiny_data["val"])
+
+
+def test_checkpoint_parts_carry_a_run_across_the_device_limits(tiny_data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from onnx_models.checkpoint_parts import join_checkpoint, split_checkpoint
+    from onnx_models.train import TrainConfig, train
+
+    config = TrainConfig(size_px=32, epochs=2, batch=2, threads=2, max_steps=1, negatives=8)
+    train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    last = tmp_path / "run" / "last.pt"
+    original = torch.load(last, weights_only=False)
+    # float32 with the optimiser: parts under the limit, an exact round trip, and --resume goes on.
+    parts = split_checkpoint(last, tmp_path / "parts", keep_optimiser=True, part_mib=1.0)
+    assert len(parts) > 2 and all(p.stat().st_size <= 2 ** 20 for p in parts)
+    joined = torch.load(join_checkpoint(tmp_path / "parts", tmp_path / "resumed" / "last.pt"), weights_only=False)
+    for name, value in original["model"].items():
+        assert torch.equal(joined["model"][name], value), name
+    for param_id, moments in original["optimiser"]["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(joined["optimiser"]["state"][param_id][key], value)
+    assert joined["epoch"] == 1 and joined["history"] == original["history"]
+    config.max_steps = 2
+    train(config, tmp_path / "resumed", resume=True, data=tiny_data, progress=lambda message: None)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["epoch"] == 2
+    # float16 weights only: half the bytes, weights within half precision.
+    half = split_checkpoint(last, tmp_path / "half", dtype="float16")
+    assert sum(p.stat().st_size for p in half) < 0.55 * sum(
+        v.numel() * 4 for v in original["model"].values() if v.is_floating_point()) + 2 ** 16
+    weights = torch.load(join_checkpoint(tmp_path / "half", tmp_path / "half.pt"), weights_only=False)["model"]
+    assert "optimiser" not in torch.load(tmp_path / "half.pt", weights_only=False)
+    for name, value in original["model"].items():
+        if value.is_floating_point():
+            assert torch.allclose(weights[name], value, rtol=1e-3, atol=1e-4), name
+    # A damaged part or a manifest naming a file outside the folder is refused, by name.
+    parts[1].write_bytes(parts[1].read_bytes()[:-1])
+    with pytest.raises(FacecapError, match="part001.bin is damaged"):
+        join_checkpoint(tmp_path / "parts", tmp_path / "bad.pt")
+    manifest = json.loads((tmp_path / "half" / "manifest.json").read_text())
+    manifest["parts"][0]["file"] = "../last.pt"
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FacecapError, match="not partNNN.bin"):
+        join_checkpoint(tmp_path / "half", tmp_path / "bad.pt")
 
 
 def test_tiny_resnet101_run_exports(tiny_data, tmp_path):

@@ -34,3 +34,18 @@ def nme(predicted_px: np.ndarray, truth_px: np.ndarray, normaliser_px: np.ndarra
     if points is not None:
         errors = errors[..., points]
     return errors.mean(axis=-1) / np.asarray(normaliser_px, float)
+
+
+def similarity_aligned(predicted_px: np.ndarray, truth_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, P, 2) predictions and ground truth -> (predictions moved by the least-squares 2D
+    similarity (rotation, scale, shift) onto the truth, (F,) that similarity's scale). NME of
+    the aligned points is the shape error alone; the rest of the NME is placement and size."""
+    predicted, truth = np.asarray(predicted_px, float), np.asarray(truth_px, float)
+    p = predicted - predicted.mean(axis=-2, keepdims=True)
+    t = truth - truth.mean(axis=-2, keepdims=True)
+    norm = (p ** 2).sum(axis=(-2, -1))
+    a = (p * t).sum(axis=(-2, -1)) / norm
+    b = (p[..., 0] * t[..., 1] - p[..., 1] * t[..., 0]).sum(axis=-1) / norm
+    rotated = np.stack([a[:, None] * p[..., 0] - b[:, None] * p[..., 1],
+                        b[:, None] * p[..., 0] + a[:, None] * p[..., 1]], axis=-1)
+    return rotated + truth.mean(axis=-2, keepdims=True), np.hypot(a, b)
