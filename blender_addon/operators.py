@@ -78,8 +78,9 @@ def build_fit_request(context) -> tuple:
     settings = scene.facecap
     prefs = preferences.get(context)
     fields = {"head": preferences.head_spec(context), "mode": settings.quality,
-              "landmarks": prefs.landmark_model.lower() if prefs else "bootstrap",
               "device": prefs.device.lower() if prefs else "cpu"}
+    if prefs:  # without preferences the backend's default model is used
+        fields["landmarks"] = prefs.landmark_model.lower()
     if settings.source == "SYNTHETIC":
         fields["source"] = {"kind": "synthetic", "frames": settings.synthetic_frames, "seed": settings.synthetic_seed}
         blender = {"take": settings.take or "synthetic", "frame_offset": scene.frame_start, "views": []}

@@ -28,9 +28,12 @@ class FacecapPreferences(bpy.types.AddonPreferences):
                                description="FLAME model: generic_model.pkl, flame2023.pkl, ...")
     landmark_model: EnumProperty(
         name="Landmarks", default="BOOTSTRAP",
-        items=[("DENSE", "Dense", "The dense landmark network: 320 whole-head landmarks with uncertainties, "
-                                  "trained on synthetic renders"),
-               ("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh mapped onto the head")])
+        items=[("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh alone, mapped onto the head "
+                                          "(the most accurate on faces today)"),
+               ("WHOLE_HEAD", "Whole head", "MediaPipe's face mesh for the face plus the dense network's ears, "
+                                            "neck and back of head"),
+               ("DENSE", "Dense", "The dense landmark network alone: 320 whole-head landmarks with "
+                                  "uncertainties, trained on synthetic renders")])
     device: EnumProperty(name="Device", default="CPU",
                          items=[("CPU", "CPU", "Run the networks on the CPU"),
                                 ("GPU", "GPU", "Run the networks on a CUDA GPU when the backend has one")])

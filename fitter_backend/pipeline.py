@@ -28,7 +28,7 @@ from fitter_backend.fitting.result_io import save_fit_result
 from fitter_backend.fitting.sequence import FitResult, fit_sequence
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.loading import load_head_model
-from fitter_backend.landmarks import DEFAULT_LANDMARKS, Landmarker
+from fitter_backend.landmarks import DEFAULT_LANDMARKS, load_landmarker
 from fitter_backend.landmarks.embedding import landmark_embedding
 from fitter_backend.landmarks.pipeline import LandmarkTrack
 from fitter_backend.preview import write_previews
@@ -130,8 +130,8 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
                            "that says where each camera is")
     _check_output(Path(job.out))
     model: HeadModel = load_head_model(job.head)
-    landmarker = Landmarker.from_setup(device=job.device, landmarks=job.landmarks, realtime=job.realtime,
-                                       progress=lambda m: report("landmarks", 0.0, m))
+    landmarker = load_landmarker(job.landmarks, device=job.device, realtime=job.realtime,
+                                 progress=lambda m: report("landmarks", 0.0, m))
     if len(job.videos) == 1 and job.calibration is None:
         source = open_video(job.videos[0], frame_range=job.frame_range, stride=job.stride)
     else:

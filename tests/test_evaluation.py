@@ -149,3 +149,43 @@ def test_nme_command_rejects_bad_arguments(tmp_path, capsys):
     assert "unknown set(s) imdb" in capsys.readouterr().err
     assert main(["nme", "--fixtures", str(tmp_path / "absent")]) == 2
     assert "absent does not exist" in capsys.readouterr().err
+
+
+def test_whole_head_embedding_is_the_face_mesh_embedding_then_the_dense_head_points(landmarker):
+    from fitter_backend.landmarks import DENSE_LANDMARKS, load_landmarker
+    from fitter_backend.landmarks.combined import CombinedLandmarker
+    model = load_open_head()
+    dense = load_landmarker(DENSE_LANDMARKS, progress=lambda message: None)
+    combined = CombinedLandmarker(landmarker, dense)
+    points = landmark_embedding(model, combined)
+    face, head = landmark_embedding(model, landmarker), landmark_embedding(model, dense)
+    rows = combined.head_points
+    assert len(points) == len(face) + len(rows) == combined.num_landmarks
+    np.testing.assert_array_equal(points.triangle, np.concatenate([face.triangle, head.triangle[rows]]))
+    np.testing.assert_array_equal(points.barycentric[len(face):], head.barycentric[rows])
+    assert points.names[:len(face)] == face.names and points.names[len(face)] == head.names[rows[0]]
+
+
+def test_whole_head_errors_are_zero_for_the_truth_and_grow_with_a_wrong_head():
+    from fitter_backend.evaluation.whole_head import scored_regions, region_errors_mm
+    model = load_open_head()
+    regions = scored_regions(model)
+    assert all(mask.any() for mask in regions.values())
+    assert not (regions["face"] & regions["ears"]).any() and not (regions["face"] & regions["rest_of_head"]).any()
+    truth = np.random.default_rng(0).normal(size=model.num_identity)
+    assert all(error < 1e-6 for error in region_errors_mm(model, truth, truth).values())
+    near = region_errors_mm(model, truth + 0.3, truth)
+    far = region_errors_mm(model, truth + 1.0, truth)
+    assert all(0 < near[name] < far[name] for name in regions)
+
+
+def test_whole_head_evaluation_command_compares_landmark_models(tmp_path, capsys):
+    out = tmp_path / "head.json"
+    assert main(["head", "--landmarks", "face_mesh_468,face_mesh_468+dense_320_mobilenet_v2", "--clips", "1",
+                 "--frames", "6", "--yaw", "20", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "face_mesh_468+dense_320_mobilenet_v2" in printed and "rest_of_head" in printed
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"face_mesh_468", "face_mesh_468+dense_320_mobilenet_v2"}
+    assert all(0 < row["whole_head"] < 30 for rows in figures.values() for row in rows)
+    assert main(["head", "--clips", "0"]) == 2

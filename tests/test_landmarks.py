@@ -16,6 +16,7 @@ from tests.conftest import SHARED
 FIXTURES = SHARED / "fixtures"
 ASTRONAUT = FIXTURES / "images" / "astronaut.png"
 GRID = FIXTURES / "video" / "grid_bbaf2n.mpg"
+DENSE_MODELS = Path(__file__).resolve().parents[1] / "onnx_models" / "models"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared fixtures absent")
 CUDA_AVAILABLE = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
@@ -324,3 +325,49 @@ def test_multiview_views_are_tracked_together(mesh, detector, tmp_path):
     nose = track.semantic_points["ibug_30"]
     # the mirrored view sees the nose at the mirrored x
     np.testing.assert_allclose(360 - track.mu_px[:, 1, nose, 0], track.mu_px[:, 0, nose, 0], atol=4.0)
+
+
+# -- the default: MediaPipe's face points plus the dense network's whole-head points --------
+@pytest.fixture(scope="module")
+def dense(detector):
+    from fitter_backend.landmarks import DENSE_LANDMARKS
+    return Landmarker(LandmarkModel.load(DENSE_MODELS / f"{DENSE_LANDMARKS}.onnx"), detector)
+
+
+@needs_fixtures
+def test_whole_head_landmarks_are_the_face_mesh_then_the_dense_head_points(mesh, detector, dense, astronaut):
+    from fitter_backend.landmarks.combined import HEAD_REGIONS, SIGMA_SCALE, CombinedLandmarker
+    combined = CombinedLandmarker(Landmarker(mesh, detector), dense)
+    regions = dense.model.metadata.regions
+    expected = sorted({i for name in HEAD_REGIONS for i in regions[name]})
+    assert combined.head_points.tolist() == expected and not set(expected) & set(regions["face"])
+    result = combined.process([astronaut])[0]
+    face = Landmarker(mesh, detector).process([astronaut])[0]
+    head = Landmarker(dense.model, detector).process([astronaut])[0]
+    assert result.valid and result.mu_px.shape == (468 + len(expected), 2) == (combined.num_landmarks, 2)
+    np.testing.assert_array_equal(result.mu_px[:468], face.mu_px)
+    np.testing.assert_array_equal(result.mu_px[468:], head.mu_px[expected])
+    np.testing.assert_allclose(result.sigma_px[468:], SIGMA_SCALE * head.sigma_px[expected], rtol=1e-6)
+    assert result.flags == face.flags and result.presence == face.presence
+    assert combined.semantic_points["ibug_30"] == mesh.metadata.semantic_points["ibug_30"]
+
+
+@needs_fixtures
+def test_a_head_model_that_loses_the_head_leaves_its_points_missing_not_guessed(mesh, detector, dense, astronaut):
+    import dataclasses
+    from fitter_backend.landmarks.combined import CombinedLandmarker
+    doubtful = LandmarkModel(dense.model.session, dataclasses.replace(dense.model.metadata, presence_threshold=1.0),
+                             dense.model.onnx_path)  # no presence reaches 1: the head model never trusts itself
+    result = CombinedLandmarker(Landmarker(mesh, detector), Landmarker(doubtful, detector)).process([astronaut])[0]
+    assert result.valid and np.isfinite(result.mu_px[:468]).all()
+    assert np.isnan(result.mu_px[468:]).all() and np.isinf(result.sigma_px[468:]).all()
+
+
+def test_combination_names_are_checked(models):
+    from fitter_backend.landmarks import load_landmarker
+    with pytest.raises(LandmarkModelError, match="two joined by '\\+'"):
+        load_landmarker("face_mesh_468+dense_320_mobilenet_v2+face_mesh_478", progress=lambda m: None)
+    with pytest.raises(LandmarkModelError, match="'face_mesh_468' has no region"):
+        load_landmarker("dense_320_mobilenet_v2+face_mesh_468", progress=lambda m: None)
+    with pytest.raises(LandmarkModelError, match="no landmark model 'nonsense'"):
+        load_landmarker("face_mesh_468+nonsense", progress=lambda m: None)

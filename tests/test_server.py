@@ -43,7 +43,7 @@ def fit(job="j1", out="/tmp/out", **overrides):
      "fit.source.frame_end: 4 is before frame_start 5"),
     (fit(source={"kind": "video", "paths": ["a.mp4", "b.mp4"], "frame_start": 0, "frame_end": 4,
                  "cameras": [{"matrix_world": None, "focal_px": None}]}), "fit.source.cameras: 1 cameras for 2 videos"),
-    (fit(landmarks="sparse"), "fit.landmarks: expected one of 'dense', 'bootstrap', got 'sparse'"),
+    (fit(landmarks="sparse"), "fit.landmarks: expected one of 'whole_head', 'dense', 'bootstrap', got 'sparse'"),
     ([1, 2], "request message: expected a JSON object, got list"),
 ])
 def test_bad_requests_name_the_field(message, error):
@@ -223,6 +223,17 @@ def test_a_dense_landmark_job_fits_with_the_shipped_network(server, tmp_path, sa
     with np.load(folder / "landmarks.npz") as track:
         assert track["mu_px"].shape == (6, 1, 320, 2) and np.isfinite(track["mu_px"]).all()
     assert json.loads((folder / "result.json").read_text())["landmarks"] == "dense"
+
+
+def test_a_whole_head_job_fits_face_mesh_and_dense_head_points_together(server, tmp_path, sample_clip):
+    server.send(fit("whole", tmp_path / "whole", landmarks="whole_head", source={
+        "kind": "video", "paths": [str(sample_clip)], "frame_start": 0, "frame_end": 3}))
+    server.wait("done", "whole", timeout_s=300)
+    with np.load(tmp_path / "whole" / "landmarks.npz") as track:
+        # MediaPipe's 468 face points, then the dense ears, neck and back of head (14 + 35 + 52)
+        assert track["mu_px"].shape == (4, 1, 468 + 101, 2) and np.isfinite(track["mu_px"][:, :, :468]).all()
+        assert str(track["landmark_set"]).startswith("mediapipe_468+dense_320[")
+    assert json.loads((tmp_path / "whole" / "result.json").read_text())["landmarks"] == "whole_head"
 
 
 def test_blender_cameras_become_the_landmark_stages_calibration(tmp_path, sample_clip):

@@ -1,4 +1,5 @@
-"""``python -m fitter_backend.evaluation nme``: NME per annotated fixture set (see the package)."""
+"""``python -m fitter_backend.evaluation nme``: NME per annotated fixture set (see the package).
+``python -m fitter_backend.evaluation head``: whole-head error on rendered clips per landmark model."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fitter_backend.errors import FacecapError
-from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "landmarks"
 
@@ -16,7 +17,7 @@ def _nme(args: argparse.Namespace) -> int:
     from fitter_backend.evaluation.annotated import SETS, annotated_sets
     from fitter_backend.evaluation.landmark_nme import evaluate_sets, format_table, summarise
     from fitter_backend.head_models.loading import load_head_model
-    from fitter_backend.landmarks import Landmarker
+    from fitter_backend.landmarks import load_landmarker
     from fitter_backend.landmarks.embedding import landmark_embedding
 
     chosen = SETS
@@ -31,7 +32,7 @@ def _nme(args: argparse.Namespace) -> int:
     if not faces:
         raise FacecapError(f"no annotated faces of the sets {', '.join(chosen)} under {args.fixtures}")
     model = load_head_model(args.head)
-    landmarker = Landmarker.from_setup(landmarks=args.landmarks, progress=lambda message: None)
+    landmarker = load_landmarker(args.landmarks, progress=lambda message: None)
     points = landmark_embedding(model, landmarker)
     results = evaluate_sets(faces, model, points, landmarker, args.limit,
                             progress=lambda name: print(f"  {name}", file=sys.stderr, flush=True))
@@ -49,6 +50,26 @@ def _nme(args: argparse.Namespace) -> int:
     return 0
 
 
+def _head(args: argparse.Namespace) -> int:
+    from fitter_backend.evaluation.whole_head import evaluate_clips, format_table
+
+    names = [name.strip() for name in args.landmarks.split(",") if name.strip()]
+    if not names:
+        raise FacecapError("--landmarks: expected comma-separated landmark model names")
+    if args.clips < 1 or args.frames < 3:
+        raise FacecapError(f"--clips must be >= 1 and --frames >= 3, got {args.clips} and {args.frames}")
+    results = evaluate_clips(names, range(args.seed, args.seed + args.clips), args.frames, args.yaw,
+                             progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
+    print(f"Neutral-head error in mm of the fitted identity (open head, {args.clips} rendered clip(s) of "
+          f"{args.frames} frames turning up to {args.yaw:g} deg; whole-head rigid alignment, median per region, "
+          f"mean over clips)")
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        print(f"saved {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fitter_backend.evaluation", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -59,10 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     nme.add_argument("--limit", type=int, help="at most this many faces per set")
     nme.add_argument("--head", default="open", help="open (default), a FLAME .pkl or a head-model .npz")
     nme.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
-                     help=f"landmark model (default {DEFAULT_LANDMARKS}; {DENSE_LANDMARKS}, {BOOTSTRAP_LANDMARKS}, "
+                     help=f"landmark model (default {DEFAULT_LANDMARKS}; {DENSE_LANDMARKS}, {WHOLE_HEAD_LANDMARKS} "
+                          "(MediaPipe's face points plus the dense network's ears, neck and back of head), "
                           "face_mesh_478)")
     nme.add_argument("--json", help="also save the figures (per set and per face) to this JSON file")
     nme.set_defaults(run=_nme)
+    head = commands.add_parser("head", help="whole-head error of the fitted identity on rendered clips")
+    head.add_argument("--landmarks", default=f"{BOOTSTRAP_LANDMARKS},{DENSE_LANDMARKS},{WHOLE_HEAD_LANDMARKS}",
+                      help="comma-separated landmark models to compare (default: MediaPipe, dense, both)")
+    head.add_argument("--clips", type=int, default=3, help="rendered clips, one random actor each (default 3)")
+    head.add_argument("--frames", type=int, default=75, help="frames per clip (default 75)")
+    head.add_argument("--yaw", type=float, default=60.0, help="largest head turn in degrees (default 60)")
+    head.add_argument("--seed", type=int, default=1, help="first clip's seed (default 1)")
+    head.add_argument("--json", help="also save the figures per clip to this JSON file")
+    head.set_defaults(run=_head)
     return parser
 
 

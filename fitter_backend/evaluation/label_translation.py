@@ -16,7 +16,7 @@ from fitter_backend.fitting.problem import FitSettings, Observations, Parameters
 from fitter_backend.fitting.sequence import FitResult, fit_sequence
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
-from fitter_backend.landmarks.pipeline import FrameLandmarks, Landmarker
+from fitter_backend.landmarks.pipeline import FrameLandmarker, FrameLandmarks
 from fitter_backend.video.frames import Frame
 
 IBUG68 = tuple(f"ibug_{k:02d}" for k in range(68))
@@ -51,7 +51,7 @@ class ImageFit:
     fit: FitResult | None
 
 
-def fit_image(model: HeadModel, points: SurfacePoints, landmarker: Landmarker, frame: Frame,
+def fit_image(model: HeadModel, points: SurfacePoints, landmarker: FrameLandmarker, frame: Frame,
               settings: FitSettings = FitSettings()) -> ImageFit:
     """Landmarks (detection from scratch) and a single-frame fit of ``frame``, as the
     pipeline runs them on a one-frame shot with an unknown focal length."""

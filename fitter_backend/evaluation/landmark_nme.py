@@ -11,7 +11,7 @@ from fitter_backend.evaluation.label_translation import IBUG68, crop_around, fit
 from fitter_backend.evaluation.nme import INNER_POINTS, box_size_px, inter_ocular_px, nme
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.landmarks.calibrate import AnnotatedFace
-from fitter_backend.landmarks.pipeline import Landmarker
+from fitter_backend.landmarks.pipeline import FrameLandmarker
 from fitter_backend.video.frames import Frame, open_video
 
 #: The two readings of 68 points compared (keys of FaceResult.predicted_px): the fitted
@@ -33,14 +33,14 @@ class FaceResult:
 
 
 def evaluate_face(set_name: str, face: AnnotatedFace, model: HeadModel, points: SurfacePoints,
-                  landmarker: Landmarker) -> FaceResult:
+                  landmarker: FrameLandmarker) -> FaceResult:
     """Crop to the annotated face, run landmarks and a one-frame fit, read the 68 points two ways."""
     frame = next(iter(open_video(face.image_path)))
     crop, origin = crop_around(frame.image, face.points_px)
     fitted = fit_image(model, points, landmarker, Frame(0, np.ascontiguousarray(crop), 0.0, frame.white_level))
     if fitted.fit is None:
         return FaceResult(set_name, face.name, face.points_px, {})
-    semantic = landmarker.model.metadata.semantic_points
+    semantic = landmarker.semantic_points
     predicted = {"fit": label_points_px(model, fitted.fit.params)[0] + origin}
     if all(name in semantic for name in IBUG68):
         predicted["raw"] = fitted.landmarks.mu_px[[semantic[name] for name in IBUG68]].astype(float) + origin
@@ -48,7 +48,7 @@ def evaluate_face(set_name: str, face: AnnotatedFace, model: HeadModel, points: 
 
 
 def evaluate_sets(faces_by_set: dict[str, list[AnnotatedFace]], model: HeadModel, points: SurfacePoints,
-                  landmarker: Landmarker, limit: int | None = None,
+                  landmarker: FrameLandmarker, limit: int | None = None,
                   progress: Callable[[str], None] | None = None) -> list[FaceResult]:
     """Every face of every set (see :func:`~fitter_backend.evaluation.annotated.annotated_sets`),
     at most ``limit`` per set."""

@@ -3,14 +3,18 @@ from fitter_backend.landmarks.contract import LandmarkMetadata
 from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 
-#: The product's landmark models: the dense network shipped in ``onnx_models/models/`` and
-#: MediaPipe's face mesh converted at set-up (the bootstrap, always selectable).
+#: The product's landmark models: the dense network shipped in ``onnx_models/models/``,
+#: MediaPipe's face mesh converted at set-up (the bootstrap and, until the dense network
+#: beats it on photographs, the default) and both at once: MediaPipe's face points plus the
+#: dense network's ears, neck and back of head (:mod:`fitter_backend.landmarks.combined`).
 DENSE_LANDMARKS = "dense_320_mobilenet_v2"
 BOOTSTRAP_LANDMARKS = "face_mesh_468"
+WHOLE_HEAD_LANDMARKS = f"{BOOTSTRAP_LANDMARKS}+{DENSE_LANDMARKS}"
 DEFAULT_LANDMARKS = BOOTSTRAP_LANDMARKS
 
-__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FrameLandmarks", "LandmarkMetadata",
-           "LandmarkModel", "LandmarkModelError", "LandmarkTrack", "Landmarker", "NoFaceError"]
+__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "WHOLE_HEAD_LANDMARKS", "FrameLandmarks",
+           "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack", "Landmarker", "NoFaceError",
+           "load_landmarker"]
 
 _PIPELINE = ("FrameLandmarks", "LandmarkTrack", "Landmarker")
 
@@ -21,4 +25,7 @@ def __getattr__(name: str):
     if name in _PIPELINE:
         from fitter_backend.landmarks import pipeline
         return getattr(pipeline, name)
+    if name == "load_landmarker":
+        from fitter_backend.landmarks.combined import load_landmarker
+        return load_landmarker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

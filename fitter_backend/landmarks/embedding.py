@@ -21,6 +21,7 @@ from fitter_backend import paths
 from fitter_backend.head_models.correspondence import MeshSurface, embed_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices
+from fitter_backend.landmarks.combined import CombinedLandmarker
 from fitter_backend.landmarks.errors import LandmarkModelError
 from fitter_backend.landmarks.pipeline import Landmarker
 from fitter_backend.render.head_png import render_clay
@@ -96,10 +97,18 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     return embed_points(median, names, surface)
 
 
-def landmark_embedding(model: HeadModel, landmarker: Landmarker,
+def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandmarker,
                        progress: Callable[[str], None] | None = None) -> SurfacePoints:
     """The landmark model's points on ``model``: the exact embedding a dense model carries for
-    the head it was trained on, else estimated from renders (computed once, then cached)."""
+    the head it was trained on, else estimated from renders (computed once, then cached).
+    A combination's points are its face model's followed by its head model's chosen ones."""
+    if isinstance(landmarker, CombinedLandmarker):
+        face = landmark_embedding(model, landmarker.face, progress)
+        head = landmark_embedding(model, landmarker.head, progress)
+        rows = landmarker.head_points
+        return SurfacePoints(np.concatenate([face.triangle, head.triangle[rows]]),
+                             np.concatenate([face.barycentric, head.barycentric[rows]]),
+                             face.names + tuple(head.names[k] for k in rows))
     meta = landmarker.model.metadata
     explicit = meta.embeddings.get(model.name)
     if explicit is not None and "triangle" in explicit:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks import DEFAULT_LANDMARKS
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS
 from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.roi.detector import FaceDetector
@@ -136,7 +136,76 @@ def prefetch(items: Iterable, depth: int = 4) -> Iterator:
                 worker.join(0.01)
 
 
-class Landmarker:
+class FrameLandmarker:
+    """What the landmark stage offers whatever runs inside: ``process`` (one instant, all
+    views), ``reset``, and ``track`` (a whole shot) built on them."""
+
+    landmark_set: str                 # the name the track records
+    semantic_points: dict[str, int]   # named points (iBUG-68 ...) -> landmark index
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def process(self, frames: Sequence[Frame]) -> list[FrameLandmarks]:
+        raise NotImplementedError
+
+    def track(self, source: FrameSource | MultiViewSource,
+              progress: Callable[[int, int], None] | None = None) -> LandmarkTrack:
+        """Landmarks for every frame of a source (one view or synchronised views).
+        Raises NoFaceError when no frame of any view has a usable face."""
+        self.reset()
+        views = source.views if isinstance(source, MultiViewSource) else [source]
+        names = tuple(c.name for c in source.cameras) if isinstance(source, MultiViewSource) else (source.name,)
+        steps = (m.frames for m in source) if isinstance(source, MultiViewSource) else ((f,) for f in source)
+        total = len(source)
+        rows: list[list[FrameLandmarks]] = []
+        timestamps = []
+        notes = [note for view in views for note in view.notes]
+        multiple_noted = set()
+        for step, frames in enumerate(prefetch(steps)):
+            row = self.process(frames)
+            for view, result in enumerate(row):
+                if "multiple_faces" in result.flags and view not in multiple_noted:
+                    multiple_noted.add(view)
+                    notes.append(f"{result.faces_detected} faces detected in frame {result.index} of {names[view]}; "
+                                 f"following the largest, most central one")
+            rows.append(row)
+            timestamps.append(frames[0].timestamp_s)
+            if progress:
+                progress(step + 1, total)
+        track = self._stack(rows, np.array(timestamps), names, np.array([v.size for v in views]), notes)
+        if not track.valid.any():
+            raise NoFaceError(f"no face found in any of the {len(rows)} frames of {', '.join(names)}")
+        for view, name in enumerate(names):
+            for flag, what in (("no_face", "without a face"), ("low_confidence", "with low landmark confidence")):
+                count = int(track.flags[flag][:, view].sum())
+                if count:
+                    notes.append(f"{count} of {len(rows)} frames of {name} {what} (flagged, not fitted)")
+        return track
+
+    def _stack(self, rows: list[list[FrameLandmarks]], timestamps: np.ndarray, names: tuple[str, ...],
+               sizes: np.ndarray, notes: list[str]) -> LandmarkTrack:
+        def roi_centre(result: FrameLandmarks) -> np.ndarray:
+            if result.roi is None:
+                return np.full(2, np.nan)
+            return result.roi.transform(1).to_image(np.array([0.5, 0.5]))
+
+        return LandmarkTrack(
+            landmark_set=self.landmark_set,
+            frame_indices=np.array([row[0].index for row in rows], dtype=np.int64),
+            timestamps_s=timestamps,
+            mu_px=np.array([[r.mu_px for r in row] for row in rows], dtype=np.float32),
+            sigma_px=np.array([[r.sigma_px for r in row] for row in rows], dtype=np.float32),
+            presence=np.array([[r.presence for r in row] for row in rows], dtype=np.float32),
+            flags={flag: np.array([[flag in r.flags for r in row] for row in rows], dtype=bool) for flag in FLAGS},
+            roi_centre_px=np.array([[roi_centre(r) for r in row] for row in rows], dtype=np.float32),
+            roi_size_px=np.array([[np.nan if r.roi is None else r.roi.size_px for r in row] for row in rows],
+                                 dtype=np.float32),
+            view_names=names, image_sizes_px=sizes, semantic_points=self.semantic_points,
+            notes=notes)
+
+
+class Landmarker(FrameLandmarker):
     """Landmarks for frames: ROI tracking per view, batched model calls across views.
 
     realtime: affine ROIs from eye and mouth anchors instead of offline squares.
@@ -150,7 +219,7 @@ class Landmarker:
         self.trackers: list[OfflineRoiTracker] = []
 
     @classmethod
-    def from_setup(cls, device: str = "cpu", landmarks: str = DEFAULT_LANDMARKS, realtime: bool = False,
+    def from_setup(cls, device: str = "cpu", landmarks: str = BOOTSTRAP_LANDMARKS, realtime: bool = False,
                    progress: Callable[[str], None] = print) -> "Landmarker":
         """The MediaPipe models built by set-up (built now if missing) or a dense model shipped
         in ``onnx_models/models/``. landmarks: "face_mesh_468" (always built), "face_mesh_478"
@@ -171,6 +240,14 @@ class Landmarker:
                                      f"onnx_models/models/ ships {shipped_names}")
         return cls(LandmarkModel.load(path, device=device),
                    FaceDetector.load(models["face_detector"], device=device), realtime=realtime)
+
+    @property
+    def landmark_set(self) -> str:
+        return self.model.metadata.landmark_set
+
+    @property
+    def semantic_points(self) -> dict[str, int]:
+        return dict(self.model.metadata.semantic_points)
 
     def reset(self) -> None:
         """Forget all tracked faces (the next frames start from detection)."""
@@ -259,58 +336,3 @@ class Landmarker:
             out.append(FrameLandmarks(frame.index, mu, sigma, presence, rois[view], frozenset(flags[view]),
                                       faces[view]))
         return out
-
-    def track(self, source: FrameSource | MultiViewSource,
-              progress: Callable[[int, int], None] | None = None) -> LandmarkTrack:
-        """Landmarks for every frame of a source (one view or synchronised views).
-        Raises NoFaceError when no frame of any view has a usable face."""
-        self.reset()
-        views = source.views if isinstance(source, MultiViewSource) else [source]
-        names = tuple(c.name for c in source.cameras) if isinstance(source, MultiViewSource) else (source.name,)
-        steps = (m.frames for m in source) if isinstance(source, MultiViewSource) else ((f,) for f in source)
-        total = len(source)
-        rows: list[list[FrameLandmarks]] = []
-        timestamps = []
-        notes = [note for view in views for note in view.notes]
-        multiple_noted = set()
-        for step, frames in enumerate(prefetch(steps)):
-            row = self.process(frames)
-            for view, result in enumerate(row):
-                if "multiple_faces" in result.flags and view not in multiple_noted:
-                    multiple_noted.add(view)
-                    notes.append(f"{result.faces_detected} faces detected in frame {result.index} of {names[view]}; "
-                                 f"following the largest, most central one")
-            rows.append(row)
-            timestamps.append(frames[0].timestamp_s)
-            if progress:
-                progress(step + 1, total)
-        track = self._stack(rows, np.array(timestamps), names, np.array([v.size for v in views]), notes)
-        if not track.valid.any():
-            raise NoFaceError(f"no face found in any of the {len(rows)} frames of {', '.join(names)}")
-        for view, name in enumerate(names):
-            for flag, what in (("no_face", "without a face"), ("low_confidence", "with low landmark confidence")):
-                count = int(track.flags[flag][:, view].sum())
-                if count:
-                    notes.append(f"{count} of {len(rows)} frames of {name} {what} (flagged, not fitted)")
-        return track
-
-    def _stack(self, rows: list[list[FrameLandmarks]], timestamps: np.ndarray, names: tuple[str, ...],
-               sizes: np.ndarray, notes: list[str]) -> LandmarkTrack:
-        def roi_centre(result: FrameLandmarks) -> np.ndarray:
-            if result.roi is None:
-                return np.full(2, np.nan)
-            return result.roi.transform(1).to_image(np.array([0.5, 0.5]))
-
-        return LandmarkTrack(
-            landmark_set=self.model.metadata.landmark_set,
-            frame_indices=np.array([row[0].index for row in rows], dtype=np.int64),
-            timestamps_s=timestamps,
-            mu_px=np.array([[r.mu_px for r in row] for row in rows], dtype=np.float32),
-            sigma_px=np.array([[r.sigma_px for r in row] for row in rows], dtype=np.float32),
-            presence=np.array([[r.presence for r in row] for row in rows], dtype=np.float32),
-            flags={flag: np.array([[flag in r.flags for r in row] for row in rows], dtype=bool) for flag in FLAGS},
-            roi_centre_px=np.array([[roi_centre(r) for r in row] for row in rows], dtype=np.float32),
-            roi_size_px=np.array([[np.nan if r.roi is None else r.roi.size_px for r in row] for row in rows],
-                                 dtype=np.float32),
-            view_names=names, image_sizes_px=sizes, semantic_points=dict(self.model.metadata.semantic_points),
-            notes=notes)

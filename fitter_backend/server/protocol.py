@@ -146,7 +146,7 @@ REQUESTS = {
 #: Optional request fields (defaults in brackets): landmarks [the backend's default model, see
 #: server.runner.DEFAULT_LANDMARK_CHOICE], device ["cpu"].
 OPTIONAL_REQUEST_FIELDS = {
-    "fit": {"landmarks": one_of("dense", "bootstrap"), "device": one_of("cpu", "gpu")},
+    "fit": {"landmarks": one_of("whole_head", "dense", "bootstrap"), "device": one_of("cpu", "gpu")},
 }
 
 EVENTS = {

@@ -19,12 +19,12 @@ import numpy as np
 from fitter_backend.errors import FitError
 from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
-from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
 
 SYNTHETIC_LANDMARKS = 300      # dense stand-in landmarks of a synthetic shot
 SYNTHETIC_FPS = 25.0
 #: The protocol's landmark choices -> the landmark stage's models.
-LANDMARK_MODELS = {"dense": DENSE_LANDMARKS, "bootstrap": BOOTSTRAP_LANDMARKS}
+LANDMARK_MODELS = {"whole_head": WHOLE_HEAD_LANDMARKS, "dense": DENSE_LANDMARKS, "bootstrap": BOOTSTRAP_LANDMARKS}
 #: What a request without ``landmarks`` gets: the backend's default landmark model.
 DEFAULT_LANDMARK_CHOICE = next(choice for choice, name in LANDMARK_MODELS.items() if name == DEFAULT_LANDMARKS)
 
