@@ -186,13 +186,6 @@ def load_landmark_set(name_or_path: str | Path, model: HeadModel | None = None) 
 
 
 # -- building ------------------------------------------------------------------------
-def _skin_triangles(model: HeadModel) -> np.ndarray:
-    inner = np.zeros(model.num_vertices, bool)
-    for region in ("eyeballs", "teeth", "tongue"):
-        inner |= model.regions.get(region, np.zeros(model.num_vertices, bool))
-    return ~inner[model.triangles].any(axis=1)
-
-
 def _outer_surface(model: HeadModel, positions: np.ndarray, normals: np.ndarray) -> np.ndarray:
     """(K,) bool: points that some view from outside sees head-on (not eye sockets, mouth interior)."""
     vertices = model.template.astype(np.float64)
@@ -294,7 +287,7 @@ def _ray_hit(origin: np.ndarray, direction: np.ndarray, corners: np.ndarray) -> 
 def build_dense_set(model: HeadModel, count: int = 700, seed: int = 0) -> LandmarkSet:
     """The whole-head set (see the module docstring)."""
     vertices = model.template.astype(np.float64)
-    skin = _skin_triangles(model)
+    skin = model.skin[model.triangles].all(axis=1)
     surface = MeshSurface(vertices, model.triangles, skin)
     ibug_points = model.semantic_points.subset(IBUG68)
     ibug = surface_points(vertices[None], model.triangles, ibug_points)[0]

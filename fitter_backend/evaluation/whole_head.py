@@ -14,21 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.bench.metrics import rigid_align
+from fitter_backend.bench.metrics import vertex_errors_mm
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices
-
-MM_PER_M = 1000.0
-NOT_SKIN = ("eyeballs", "teeth", "tongue")
 
 
 def scored_regions(model: HeadModel) -> dict[str, np.ndarray]:
     """(V,) masks of the regions scored: the face, the ears, the rest of the head's skin
     (scalp, back of head, neck) and all skin together."""
-    skin = np.ones(model.num_vertices, bool)
-    for name in NOT_SKIN:
-        if name in model.regions:
-            skin &= ~model.regions[name]
+    skin = model.skin
     face = model.regions["face"] & skin
     ears = model.regions["ears"] & skin if "ears" in model.regions else np.zeros_like(skin)
     return {"face": face, "ears": ears, "rest_of_head": skin & ~face & ~ears, "whole_head": skin}
@@ -41,7 +35,7 @@ def region_errors_mm(model: HeadModel, fitted_identity: np.ndarray, true_identit
     skin = regions["whole_head"]
     fitted = posed_vertices(model, np.asarray(fitted_identity))[0][skin]
     truth = posed_vertices(model, np.asarray(true_identity))[0][skin]
-    distance = MM_PER_M * np.linalg.norm(rigid_align(fitted, truth) - truth, axis=-1)
+    distance = vertex_errors_mm(fitted, truth)
     return {name: float(np.median(distance[mask[skin]])) for name, mask in regions.items()}
 
 
@@ -61,11 +55,11 @@ def evaluate_clips(landmark_models: Sequence[str], seeds: Sequence[int], num_fra
         for seed in seeds:
             clip = render_sample_clip(model, Path(folder) / f"actor_{seed}.mp4", num_frames, size_px, seed, yaw_deg)
             _, true_identity = sample_performance(model, num_frames, seed, yaw_deg)
-            for name in landmark_models:
+            for k, name in enumerate(landmark_models):
                 if progress:
                     progress(f"clip {seed}: {name}")
-                out = fit_videos(FitJob(videos=(clip,), out=Path(folder) / f"fit_{seed}_{len(results[name])}",
-                                        landmarks=name, previews=False))
+                out = fit_videos(FitJob(videos=(clip,), out=Path(folder) / f"fit_{seed}_{k}", landmarks=name,
+                                        previews=False))
                 with np.load(out / "fit.npz", allow_pickle=False) as fit:
                     results[name].append(region_errors_mm(model, fit["identity"], true_identity))
     return results

@@ -61,6 +61,10 @@ class SurfacePoints:
         return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names))
 
 
+#: Regions inside the head (behind lids and lips), not its outer skin.
+INNER_REGIONS = ("eyeballs", "teeth", "tongue")
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadModel:
     """An articulated morphable head. Shapes use V vertices, F triangles, J joints,
@@ -92,6 +96,15 @@ class HeadModel:
     @property
     def num_vertices(self) -> int:
         return int(self.template.shape[0])
+
+    @property
+    def skin(self) -> np.ndarray:
+        """(V,) bool: the vertices of the outer skin, i.e. outside :data:`INNER_REGIONS`."""
+        inner = np.zeros(self.num_vertices, bool)
+        for region in INNER_REGIONS:
+            if region in self.regions:
+                inner |= self.regions[region]
+        return ~inner
 
     @property
     def num_joints(self) -> int:

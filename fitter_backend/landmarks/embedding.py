@@ -88,11 +88,7 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
         raise LandmarkModelError(f"{int(missing.sum())} landmarks of {landmarker.model.metadata.name!r} fall on "
                                  f"surfaces of {model.name!r} that no render saw head-on")
     median = np.nanmedian(positions, axis=0)
-    skin = np.ones(len(model.triangles), bool)
-    for region in ("eyeballs", "teeth", "tongue"):
-        if region in model.regions:
-            skin &= ~model.regions[region][model.triangles].any(axis=1)
-    surface = MeshSurface(posed_vertices(model)[0], model.triangles, skin)
+    surface = MeshSurface(posed_vertices(model)[0], model.triangles, model.skin[model.triangles].all(axis=1))
     names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
     return embed_points(median, names, surface)
 
