@@ -27,11 +27,10 @@ class FacecapPreferences(bpy.types.AddonPreferences):
     flame_path: StringProperty(name="FLAME file", subtype="FILE_PATH",
                                description="FLAME model: generic_model.pkl, flame2023.pkl, ...")
     landmark_model: EnumProperty(
-        name="Landmarks", default="BOOTSTRAP",
-        items=[("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh alone, mapped onto the head "
-                                          "(the most accurate on faces today)"),
-               ("WHOLE_HEAD", "Whole head", "MediaPipe's face mesh for the face plus the dense network's ears, "
-                                            "neck and back of head"),
+        name="Landmarks", default="WHOLE_HEAD",
+        items=[("WHOLE_HEAD", "Whole head", "MediaPipe's face mesh for the face plus the dense network's ears, "
+                                            "neck and back of head (the default)"),
+               ("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh alone, mapped onto the head"),
                ("DENSE", "Dense", "The dense landmark network alone: 320 whole-head landmarks with "
                                   "uncertainties, trained on synthetic renders")])
     device: EnumProperty(name="Device", default="CPU",

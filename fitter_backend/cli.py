@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
-from fitter_backend.landmarks import DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
 
 
 def head_model_summary(model: HeadModel) -> str:
@@ -205,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--stop", type=int, help="frame to stop before (default: the end)")
     fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     fit.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
-                     help=f"landmark model (default {DEFAULT_LANDMARKS}, MediaPipe): {DENSE_LANDMARKS} (the dense "
-                          f"network, whole head), {WHOLE_HEAD_LANDMARKS} (MediaPipe's face points plus the "
-                          "dense network's ears, neck and back of head), face_mesh_478, another model "
-                          "shipped in onnx_models/models/, or FACE+HEAD for another combination")
+                     help=f"landmark model (default {DEFAULT_LANDMARKS}: MediaPipe's face points plus the "
+                          f"dense network's ears, neck and back of head): {BOOTSTRAP_LANDMARKS} (MediaPipe alone), "
+                          f"{DENSE_LANDMARKS} (the dense network alone, whole head), face_mesh_478, another "
+                          "model shipped in onnx_models/models/, or FACE+HEAD for another combination")
     fit.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),

@@ -82,7 +82,10 @@ def test_result_folder_has_every_file_and_they_agree(fitted):
     assert report["fit"]["median_frame_rms"] < 1.0  # residuals within the landmarks' sigma
     assert set(report["timings"]) >= {"landmarks_s", "fit_s", "previews_s", "total_s"}
     track = LandmarkTrack.load_npz(out / "landmarks.npz")
-    assert track.mu_px.shape == (CLIP_FRAMES, 1, 468, 2) and track.valid.all()
+    # The default landmarks: MediaPipe's 468 face points, then the dense network's head points.
+    assert track.landmark_set.startswith("mediapipe_468+dense_320") and track.valid.all()
+    assert track.mu_px.shape[:2] == (CLIP_FRAMES, 1) and 468 < track.mu_px.shape[2] < 468 + 320
+    assert np.isfinite(track.mu_px[:, :, :468]).all()
     np.testing.assert_array_equal(track.frame_indices, np.arange(CLIP_FRAMES))
     with np.load(out / "fit.npz", allow_pickle=False) as fit:
         assert fit["expression"].shape[0] == CLIP_FRAMES and np.isfinite(fit["translation_m"]).all()

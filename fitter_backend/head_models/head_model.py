@@ -60,6 +60,11 @@ class SurfacePoints:
         rows = np.array([index[n] for n in names], dtype=np.int64)
         return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names))
 
+    def join(self, other: "SurfacePoints") -> "SurfacePoints":
+        """These points followed by ``other``'s."""
+        return SurfacePoints(np.concatenate([self.triangle, other.triangle]),
+                             np.concatenate([self.barycentric, other.barycentric]), self.names + other.names)
+
 
 #: Regions inside the head (behind lids and lips), not its outer skin.
 INNER_REGIONS = ("eyeballs", "teeth", "tongue")

@@ -4,13 +4,14 @@ from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 
 #: The product's landmark models: the dense network shipped in ``onnx_models/models/``,
-#: MediaPipe's face mesh converted at set-up (the bootstrap and, until the dense network
-#: beats it on photographs, the default) and both at once: MediaPipe's face points plus the
-#: dense network's ears, neck and back of head (:mod:`fitter_backend.landmarks.combined`).
+#: MediaPipe's face mesh converted at set-up (the bootstrap), and both at once, the default:
+#: MediaPipe's face points plus the dense network's ears, neck and back of head
+#: (:mod:`fitter_backend.landmarks.combined`). Until the dense network's face points beat
+#: MediaPipe's on photographs, the face comes from MediaPipe (docs/dense_landmarks.md, section 6).
 DENSE_LANDMARKS = "dense_320_mobilenet_v2"
 BOOTSTRAP_LANDMARKS = "face_mesh_468"
 WHOLE_HEAD_LANDMARKS = f"{BOOTSTRAP_LANDMARKS}+{DENSE_LANDMARKS}"
-DEFAULT_LANDMARKS = BOOTSTRAP_LANDMARKS
+DEFAULT_LANDMARKS = WHOLE_HEAD_LANDMARKS
 
 __all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "WHOLE_HEAD_LANDMARKS", "FrameLandmarks",
            "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack", "Landmarker", "NoFaceError",

@@ -101,10 +101,7 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
     if isinstance(landmarker, CombinedLandmarker):
         face = landmark_embedding(model, landmarker.face, progress)
         head = landmark_embedding(model, landmarker.head, progress)
-        rows = landmarker.head_points
-        return SurfacePoints(np.concatenate([face.triangle, head.triangle[rows]]),
-                             np.concatenate([face.barycentric, head.barycentric[rows]]),
-                             face.names + tuple(head.names[k] for k in rows))
+        return face.join(head.subset([head.names[k] for k in landmarker.head_points]))
     meta = landmarker.model.metadata
     explicit = meta.embeddings.get(model.name)
     if explicit is not None and "triangle" in explicit:
