@@ -19,7 +19,7 @@ from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.synthetic import look_at_rotation
 from fitter_backend.head_models.lbs import rodrigues
 from fitter_backend.head_models.open_head import load_open_head
-from fitter_backend.landmarks import LandmarkTrack, NoFaceError
+from fitter_backend.landmarks import DEFAULT_LANDMARKS, LandmarkTrack, NoFaceError, load_landmarker
 from fitter_backend.pipeline import FitJob, JobCancelled, fit_videos
 from fitter_backend.render.head_png import render_head
 from fitter_backend.sample_clip import render_sample_clip, render_views, sample_performance
@@ -84,7 +84,8 @@ def test_result_folder_has_every_file_and_they_agree(fitted):
     track = LandmarkTrack.load_npz(out / "landmarks.npz")
     # The default landmarks: MediaPipe's 468 face points, then the dense network's head points.
     assert track.landmark_set.startswith("mediapipe_468+dense_320") and track.valid.all()
-    assert track.mu_px.shape[:2] == (CLIP_FRAMES, 1) and 468 < track.mu_px.shape[2] < 468 + 320
+    default = load_landmarker(DEFAULT_LANDMARKS, progress=lambda m: None)
+    assert track.mu_px.shape == (CLIP_FRAMES, 1, default.num_landmarks, 2) and default.num_landmarks > 468
     assert np.isfinite(track.mu_px[:, :, :468]).all()
     np.testing.assert_array_equal(track.frame_indices, np.arange(CLIP_FRAMES))
     with np.load(out / "fit.npz", allow_pickle=False) as fit:
