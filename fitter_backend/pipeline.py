@@ -76,13 +76,6 @@ def _cameras(track: LandmarkTrack, calibration: Path | None) -> Cameras:
                           [c.translation_m for c in calibrated], names=[c.name for c in calibrated])
 
 
-def observations_from_track(track: LandmarkTrack) -> Observations:
-    """Landmarks the fitter may use: frames flagged no_face or low_confidence become missing."""
-    mu = track.mu_px.astype(np.float64)
-    mu[~track.valid] = np.nan
-    return Observations(mu, track.sigma_px.astype(np.float64))
-
-
 def _check_output(out: Path) -> None:
     """Refuse, before the long work, a result folder that cannot be written."""
     if out.exists() and not out.is_dir():
@@ -148,7 +141,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     finish("embedding", t0)
 
     t0 = time.perf_counter()
-    observations = observations_from_track(track)
+    observations = Observations.from_landmarks(track.mu_px, track.sigma_px, track.valid)
     cameras = _cameras(track, job.calibration)
     fit_progress = lambda stage, f: report("fit", f, stage)  # noqa: E731
     settings = FitSettings()

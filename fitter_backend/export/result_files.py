@@ -183,11 +183,11 @@ def write_result(folder: str | Path, model: HeadModel, result: FitResult, frame_
 def finish_video_result(folder: str | Path, model: HeadModel, info: dict, default_fps: float = 25.0) -> Path:
     """:func:`finish_result` for a folder written by the video pipeline: frames, frame rate and
     landmarks come from its ``landmarks.npz``."""
+    from fitter_backend.fitting.problem import Observations
     from fitter_backend.landmarks.pipeline import LandmarkTrack
-    from fitter_backend.pipeline import observations_from_track
     folder = Path(folder)
     track = LandmarkTrack.load_npz(folder / "landmarks.npz")
     steps = np.diff(track.timestamps_s)
     fps = float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else default_fps
-    observations = observations_from_track(track)
+    observations = Observations.from_landmarks(track.mu_px, track.sigma_px, track.valid)
     return finish_result(folder, model, track.frame_indices, fps, info, observations.mu_px, observations.sigma_px)

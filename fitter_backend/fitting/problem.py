@@ -79,6 +79,14 @@ class Observations:
                            f"got {mu.shape} and {sigma.shape}")
         return cls(mu[:, None], sigma[:, None])
 
+    @classmethod
+    def from_landmarks(cls, mu_px: np.ndarray, sigma_px: np.ndarray, valid: np.ndarray) -> "Observations":
+        """From the landmark stage's track: mu_px (N, C, S, 2), sigma_px (N, C, S) and valid (N, C);
+        views flagged no_face or low_confidence (valid False) become missing."""
+        mu = np.array(mu_px, dtype=np.float64)
+        mu[~np.asarray(valid, dtype=bool)] = np.nan
+        return cls(mu, np.asarray(sigma_px, dtype=np.float64))
+
 
 def validate_observations(obs: Observations, landmarks: SurfacePoints, model: HeadModel,
                           cameras: Cameras) -> None:
