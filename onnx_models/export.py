@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fitter_backend.head_models.open_head import load_open_head
-from fitter_backend.landmarks.contract import AFFINE_ANCHORS
+from fitter_backend.models.contract import AFFINE_ANCHORS
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.synthetic import SynthConfig

@@ -28,7 +28,7 @@ import numpy as np
 from fitter_backend.fitting.synthetic import talking_expressions
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import Pose, Rig, forward, rodrigues, rotation_vector, surface_points
-from fitter_backend.landmarks.contract import AFFINE_ANCHORS
+from fitter_backend.models.contract import AFFINE_ANCHORS
 from fitter_backend.render.camera import to_pixels_depth
 from fitter_backend.render.rasterise import RasterBuffers, interpolate, rasterise
 from fitter_backend.render.shading import DirectionalLight, shade, to_uint8, vertex_normals

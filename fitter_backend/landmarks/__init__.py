@@ -1,6 +1,6 @@
 """Probabilistic 2D landmarks: the model contract, ONNX inference and the frame pipeline."""
-from fitter_backend.landmarks.contract import LandmarkMetadata
-from fitter_backend.landmarks.errors import LandmarkModelError, NoFaceError
+from fitter_backend.models.contract import LandmarkMetadata
+from fitter_backend.models.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 
 #: The product's landmark models: the dense network shipped in ``onnx_models/models/``,

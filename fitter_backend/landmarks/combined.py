@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fitter_backend.landmarks.errors import LandmarkModelError
+from fitter_backend.models.errors import LandmarkModelError
 from fitter_backend.landmarks.pipeline import FrameLandmarker, FrameLandmarks, Landmarker
 from fitter_backend.video.frames import Frame
 

@@ -22,7 +22,7 @@ from fitter_backend.head_models.correspondence import MeshSurface, embed_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices
 from fitter_backend.landmarks.combined import CombinedLandmarker
-from fitter_backend.landmarks.errors import LandmarkModelError
+from fitter_backend.models.errors import LandmarkModelError
 from fitter_backend.landmarks.pipeline import Landmarker
 from fitter_backend.render.head_png import render_clay
 from fitter_backend.render.shading import vertex_normals

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks.contract import LandmarkMetadata
-from fitter_backend.landmarks.errors import LandmarkModelError
-from fitter_backend.landmarks.onnx_session import create_session, session_device
+from fitter_backend.models.contract import LandmarkMetadata
+from fitter_backend.models.errors import LandmarkModelError
+from fitter_backend.models.onnx_session import create_session, session_device
 
 
 def _per_sample(shape) -> int | None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks.contract import JsonFields
-from fitter_backend.landmarks.errors import LandmarkModelError
-from fitter_backend.landmarks.onnx_session import create_session
+from fitter_backend.models.contract import JsonFields
+from fitter_backend.models.errors import LandmarkModelError
+from fitter_backend.models.onnx_session import create_session
 from fitter_backend.roi.regions import SquareRoi
 
 FORMAT = "facecap-face-detector"

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from fitter_backend.landmarks.contract import AFFINE_ANCHORS, RoiSpec
+from fitter_backend.models.contract import AFFINE_ANCHORS, RoiSpec
 from fitter_backend.roi.detector import FaceCandidate, FaceDetector, box_iou
 from fitter_backend.roi.regions import AffineRoi, SquareRoi
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import onnxruntime
 
-from fitter_backend.landmarks.errors import LandmarkModelError
+from fitter_backend.models.errors import LandmarkModelError
 
 DEVICES = ("cpu", "cuda", "auto")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fitter_backend.landmarks.errors import LandmarkModelError
+from fitter_backend.models.errors import LandmarkModelError
 
 FORMAT = "facecap-landmark-model"
 FORMAT_VERSION = 1

@@ -1,0 +1,4 @@
+"""What every stage that runs an ONNX model shares: the session helper (:mod:`.onnx_session`),
+the model contract (:mod:`.contract`: metadata, ROI spec, affine anchors) and model errors
+(:mod:`.errors`). Neutral ground: the ROI stage and the landmark stage both import it, and it
+imports neither."""
