@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -33,6 +33,7 @@ from fitter_backend.landmarks.embedding import landmark_embedding
 from fitter_backend.landmarks.pipeline import LandmarkTrack
 from fitter_backend.preview import write_previews
 from fitter_backend.video import open_multiview, open_video
+from fitter_backend.video.frames import Frame
 from fitter_backend.video.multiview import load_calibration
 
 #: progress(stage, fraction of the whole job in [0, 1], message)
@@ -74,6 +75,23 @@ def _cameras(track: LandmarkTrack, calibration: Path | None) -> Cameras:
     return Cameras.create([c.image_size_px for c in calibrated], [c.focal_px for c in calibrated],
                           [cv2.Rodrigues(np.ascontiguousarray(c.rotation))[0].ravel() for c in calibrated],
                           [c.translation_m for c in calibrated], names=[c.name for c in calibrated])
+
+
+def _open_source(job: FitJob):
+    """The job's frames: one video's FrameSource, or a multi-view source of synchronised frames."""
+    if len(job.videos) == 1 and job.calibration is None:
+        return open_video(job.videos[0], frame_range=job.frame_range, stride=job.stride)
+    return open_multiview(list(job.videos), job.calibration, frame_range=job.frame_range, stride=job.stride)
+
+
+def _views(source) -> Iterator[list[Frame]]:
+    """Each time step's frames of every camera, from either kind of source."""
+    for item in source:
+        yield list(item.frames) if hasattr(item, "frames") else [item]
+
+
+def _fps(source) -> float:
+    return float(getattr(source, "fps", 25.0) or 25.0)
 
 
 def _check_output(out: Path) -> None:
@@ -125,10 +143,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     model: HeadModel = load_head_model(job.head)
     landmarker = load_landmarker(job.landmarks, device=job.device, realtime=job.realtime,
                                  progress=lambda m: report("landmarks", 0.0, m))
-    if len(job.videos) == 1 and job.calibration is None:
-        source = open_video(job.videos[0], frame_range=job.frame_range, stride=job.stride)
-    else:
-        source = open_multiview(list(job.videos), job.calibration, frame_range=job.frame_range, stride=job.stride)
+    source = _open_source(job)
 
     t0 = time.perf_counter()
     report("landmarks", 0.0, f"{len(source)} frames")
@@ -161,8 +176,8 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
         previews = []
         if job.previews:
             t0 = time.perf_counter()
-            previews = write_previews(job, model, points, track, result, partial / "previews",
-                                      progress=lambda f: report("previews", f))
+            previews = write_previews(_views(_open_source(job)), _fps(source) / job.stride, model, track,
+                                      result, partial / "previews", progress=lambda f: report("previews", f))
             finish("previews", t0)
         timings["total_s"] = time.perf_counter() - started
         frames = len(track.frame_indices)

@@ -4,23 +4,20 @@ frames and a short overlay video."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
 from fitter_backend.fitting.cameras import project
 from fitter_backend.fitting.sequence import FitResult
-from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices
 from fitter_backend.landmarks.pipeline import LandmarkTrack
 from fitter_backend.render.head_png import AMBIENT, STUDIO_LIGHTS
 from fitter_backend.render.rasterise import rasterise
 from fitter_backend.render.shading import shade, vertex_normals
-from fitter_backend.video import open_multiview, open_video
-
-if TYPE_CHECKING:
-    from fitter_backend.pipeline import FitJob
+from fitter_backend.video.frames import Frame
 
 MESH_ALPHA = 0.45
 SIGMA_GOOD_PX, SIGMA_BAD_PX = 1.5, 12.0
@@ -70,16 +67,14 @@ def telling_frames(result: FitResult, count: int = MAX_PNG) -> list[int]:
     return sorted(set(chosen))[:count]
 
 
-def write_previews(job: "FitJob", model: HeadModel, points: SurfacePoints, track: LandmarkTrack,
+def write_previews(views: Iterable[Sequence[Frame]], fps: float, model: HeadModel, track: LandmarkTrack,
                    result: FitResult, folder: Path, progress: Callable[[float], None] | None = None) -> list[Path]:
-    """PNGs of telling frames (every view) and an overlay video of the first view."""
+    """PNGs of telling frames (every view) and an overlay video of the first view.
+
+    views: per fitted frame, its images of every camera (the frames the track was made from);
+    fps: their frame rate (after any stride).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    if len(job.videos) == 1 and job.calibration is None:
-        views = [open_video(job.videos[0], frame_range=job.frame_range, stride=job.stride)]
-        frames_of = (lambda: (([f], i) for i, f in enumerate(views[0])))
-    else:
-        source = open_multiview(list(job.videos), job.calibration, frame_range=job.frame_range, stride=job.stride)
-        frames_of = (lambda: ((m.frames, i) for i, m in enumerate(source)))
     params = result.params
     total = len(track.frame_indices)
     keep_every = max(1, int(np.ceil(total / MAX_VIDEO_FRAMES)))
@@ -87,7 +82,7 @@ def write_previews(job: "FitJob", model: HeadModel, points: SurfacePoints, track
     written: list[Path] = []
     writer = None
     video_path = folder / "overlay.mp4"
-    for frames, t in frames_of():
+    for t, frames in enumerate(views):
         if t >= total:
             break
         draw_video = t % keep_every == 0
@@ -110,9 +105,8 @@ def write_previews(job: "FitJob", model: HeadModel, points: SurfacePoints, track
                 written.append(path)
             if view == 0 and draw_video:
                 if writer is None:
-                    fps = max(1.0, float(getattr(views[0] if len(job.videos) == 1 else source, "fps", 25.0))
-                              / (job.stride * keep_every))
-                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             max(1.0, fps / keep_every),
                                              (overlay.shape[1], overlay.shape[0]))
                 writer.write(overlay)
         if progress:
