@@ -20,9 +20,8 @@ from fitter_backend.errors import FitError
 from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
+from fitter_backend.video.synthetic import SyntheticLandmarks, synthetic_landmarks
 
-SYNTHETIC_LANDMARKS = 300      # dense stand-in landmarks of a synthetic shot
-SYNTHETIC_FPS = 25.0
 #: The protocol's landmark choices -> the landmark stage's models.
 LANDMARK_MODELS = {"whole_head": WHOLE_HEAD_LANDMARKS, "dense": DENSE_LANDMARKS, "bootstrap": BOOTSTRAP_LANDMARKS}
 #: What a request without ``landmarks`` gets: the backend's default landmark model.
@@ -78,17 +77,16 @@ def prepare_output(out: str) -> tuple[Path, Path]:
     return target, partial
 
 
-def synthetic_fit(model: HeadModel, source: dict, mode: str, folder: Path, report: Report):
-    """Fit a generated talking-head shot into ``folder``; returns (frames, fps, mu_px, sigma_px)."""
-    from fitter_backend.fitting import realtime, sequence, synthetic
+def synthetic_fit(model: HeadModel, source: dict, mode: str, folder: Path, report: Report) -> SyntheticLandmarks:
+    """Fit a synthetic shot's landmarks (:mod:`fitter_backend.video.synthetic`) into ``folder``."""
+    from fitter_backend.fitting import realtime, sequence
     from fitter_backend.fitting.result_io import save_fit_result
     step_reporter(report, "preparing landmarks")("generating a synthetic shot", 0.0)
-    landmarks = synthetic.area_sampled_points(model, SYNTHETIC_LANDMARKS, seed=source["seed"])
-    shot = synthetic.make_shot(model, landmarks, num_frames=source["frames"], seed=source["seed"])
+    shot = synthetic_landmarks(model, source["frames"], source["seed"])
     fit = realtime.fit_realtime if mode == "realtime" else sequence.fit_sequence
-    result = fit(model, landmarks, shot.observations, shot.cameras, progress=step_reporter(report, "fitting"))
+    result = fit(model, shot.points, shot.observations, shot.cameras, progress=step_reporter(report, "fitting"))
     save_fit_result(result, model, folder)
-    return np.arange(source["frames"]), SYNTHETIC_FPS, shot.observations.mu_px, shot.observations.sigma_px
+    return shot
 
 
 def calibration_file(folder: Path, paths: list[Path], cameras: list[dict]) -> Path:
@@ -162,7 +160,7 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache,
         if source["kind"] == "video":
             video_fit(request, partial, report, cancelled)
         else:
-            frames, fps, mu, sigma = synthetic_fit(model, source, request["mode"], partial, report)
+            shot = synthetic_fit(model, source, request["mode"], partial, report)
         step_reporter(report, "writing results")("writing results", 0.0)
         info = {"job": request["job"], "mode": request["mode"], "source": source, "head": request["head"],
                 "landmarks": request.get("landmarks", DEFAULT_LANDMARK_CHOICE), "device": request.get("device", "cpu"),
@@ -170,7 +168,8 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache,
         if source["kind"] == "video":
             finish_video_result(partial, model, info)
         else:
-            finish_result(partial, model, frames, fps, info, mu, sigma)
+            finish_result(partial, model, shot.frame_indices, shot.fps, info, shot.observations.mu_px,
+                          shot.observations.sigma_px)
         if target.exists():  # an empty folder made by the caller: a rename cannot replace it
             target.rmdir()
         partial.replace(target)
