@@ -57,6 +57,15 @@ def _setup(args: argparse.Namespace) -> int:
     print(f"open head: {build_open_head(force=args.force, progress=progress)}")
     models = ensure_mediapipe_models(progress=progress)
     print("face models: " + ", ".join(f"{name} {path}" for name, path in models.items()))
+    # Where the landmark models' points lie on each head: computed here, once, so a fit only loads it.
+    from fitter_backend.head_models.loading import load_head_model
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.embedding import landmark_embedding
+    landmarker = load_landmarker(DEFAULT_LANDMARKS, progress=progress)
+    for spec in ("open", *getattr(args, "head", [])):
+        model = load_head_model(spec)
+        points = landmark_embedding(model, landmarker, progress=progress)
+        print(f"landmark embedding: {DEFAULT_LANDMARKS} on {model.name} ({len(points.names)} points)")
     return 0
 
 
@@ -187,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     setup = commands.add_parser("setup", help="build what the backend needs (idempotent)")
     setup.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    setup.add_argument("--head", action="append", default=[], metavar="SPEC",
+                       help="also place the landmark models on this head model (a FLAME .pkl or a .npz); repeatable")
     setup.set_defaults(run=_setup)
     demo = commands.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("video", nargs="?", help="your video (default: a sample clip rendered by the project)")

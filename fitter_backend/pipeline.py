@@ -29,7 +29,7 @@ from fitter_backend.fitting.sequence import FitResult, fit_sequence
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.loading import load_head_model
 from fitter_backend.landmarks import DEFAULT_LANDMARKS, load_landmarker
-from fitter_backend.landmarks.embedding import landmark_embedding
+from fitter_backend.landmarks.embedding import load_embedding
 from fitter_backend.landmarks.pipeline import LandmarkTrack
 from fitter_backend.preview import write_previews
 from fitter_backend.video import open_multiview, open_video
@@ -40,7 +40,7 @@ from fitter_backend.video.multiview import load_calibration
 Progress = Callable[[str, float, str], None]
 
 # Share of the job's time each stage takes (measured on a 512x512 clip), for the ETA.
-STAGE_SHARES = {"landmarks": 0.12, "embedding": 0.02, "fit": 0.65, "previews": 0.21}
+STAGE_SHARES = {"landmarks": 0.14, "fit": 0.65, "previews": 0.21}
 
 
 class JobCancelled(FacecapError):
@@ -143,17 +143,13 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     model: HeadModel = load_head_model(job.head)
     landmarker = load_landmarker(job.landmarks, device=job.device, realtime=job.realtime,
                                  progress=lambda m: report("landmarks", 0.0, m))
+    points = load_embedding(model, landmarker)  # set-up's work: fails here, before the long stages
     source = _open_source(job)
 
     t0 = time.perf_counter()
     report("landmarks", 0.0, f"{len(source)} frames")
     track = landmarker.track(source, progress=lambda i, n: report("landmarks", i / n, f"frame {i}/{n}"))
     finish("landmarks", t0)
-
-    t0 = time.perf_counter()
-    report("embedding", 0.0)
-    points = landmark_embedding(model, landmarker, progress=lambda m: report("embedding", 0.5, m))
-    finish("embedding", t0)
 
     t0 = time.perf_counter()
     observations = Observations.from_landmarks(track.mu_px, track.sigma_px, track.valid)
@@ -190,7 +186,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
             "notes": track.notes + result.report.get("warnings", []),
             "timings": timings,
             "frames_per_second": {k[:-2]: frames / v for k, v in timings.items()
-                                  if v > 0 and k not in ("total_s", "embedding_s")},
+                                  if v > 0 and k != "total_s"},
             "fit": result.report, "previews": [str(p.relative_to(partial)) for p in previews],
         }
         (partial / "report.json").write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")

@@ -21,8 +21,7 @@ _PIPELINE = ("FrameLandmarks", "LandmarkTrack", "Landmarker")
 
 
 def __getattr__(name: str):
-    # The pipeline imports fitter_backend.roi, which imports this package's contract and
-    # session helpers: loading it lazily keeps that from being an import cycle.
+    # Loaded lazily: the pipeline pulls in the ROI stage and OpenCV, which not every user needs.
     if name in _PIPELINE:
         from fitter_backend.landmarks import pipeline
         return getattr(pipeline, name)

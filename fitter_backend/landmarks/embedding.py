@@ -6,12 +6,16 @@ raster: which triangle, where in it. A point's rest position is the median over 
 that see its surface head-on, snapped back to the closest point of the surface. This works
 for any head model (the open head, FLAME) and uses no third-party correspondence files.
 
-The result is cached per (head model, landmark model) in ``<data_dir>/embeddings/``.
+This is set-up work: ``python -m fitter_backend setup`` (and ``setup --head HEAD`` for another
+head) computes it once per (head model, landmark model) into ``<data_dir>/embeddings/``; a fit
+job only loads it (:func:`load_embedding`) and fails clearly when it is missing or damaged.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -93,15 +97,8 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     return embed_points(median, names, surface)
 
 
-def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandmarker,
-                       progress: Callable[[str], None] | None = None) -> SurfacePoints:
-    """The landmark model's points on ``model``: the exact embedding a dense model carries for
-    the head it was trained on, else estimated from renders (computed once, then cached).
-    A combination's points are its face model's followed by its head model's chosen ones."""
-    if isinstance(landmarker, CombinedLandmarker):
-        face = landmark_embedding(model, landmarker.face, progress)
-        head = landmark_embedding(model, landmarker.head, progress)
-        return face.join(head.subset([head.names[k] for k in landmarker.head_points]))
+def _explicit_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints | None:
+    """The exact embedding a dense model carries for the head it was trained on, if any."""
     meta = landmarker.model.metadata
     explicit = meta.embeddings.get(model.name)
     if explicit is not None and "triangle" in explicit:
@@ -109,20 +106,86 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
         if triangle.max() < len(model.triangles):
             return SurfacePoints(triangle, np.asarray(explicit["barycentric"], dtype=np.float32),
                                  tuple(f"{meta.landmark_set}_{k:03d}" for k in range(meta.num_landmarks)))
-    path = _cache_path(model, landmarker)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return SurfacePoints(data["triangle"], data["barycentric"], tuple(str(n) for n in data["names"]))
-        except (OSError, ValueError, KeyError):
-            pass  # damaged cache: compute again
-    if progress:
-        progress(f"placing the {landmarker.model.metadata.name} landmarks on head model {model.name} "
-                 f"({len(VIEWS_DEG)} renders)")
-    points = compute_embedding(model, landmarker)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names))
-    partial.replace(path)
+    return None
+
+
+def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
+    """The cached embedding at ``path``; LandmarkModelError if it is missing, damaged or does not fit."""
+    name = landmarker.model.metadata.name
+    if not path.is_file():
+        raise LandmarkModelError(
+            f"the {name} landmarks have not been placed on head model {model.name!r} yet (no {path}): run "
+            f"`python -m fitter_backend setup{'' if model.name == 'open_head' else ' --head HEAD'}` "
+            "once for this head")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            points = SurfacePoints(np.asarray(data["triangle"], dtype=np.int32),
+                                   np.asarray(data["barycentric"], dtype=np.float32),
+                                   tuple(str(n) for n in data["names"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise LandmarkModelError(f"the landmark embedding {path} is damaged ({type(error).__name__}); "
+                                 "run `python -m fitter_backend setup` to compute it again") from None
+    count = landmarker.model.metadata.num_landmarks
+    if (points.triangle.shape != (count,) or points.barycentric.shape != (count, 3) or len(points.names) != count
+            or points.triangle.min(initial=0) < 0 or points.triangle.max(initial=0) >= len(model.triangles)):
+        raise LandmarkModelError(f"the landmark embedding {path} does not fit {name!r} on {model.name!r}; "
+                                 "run `python -m fitter_backend setup` to compute it again")
     return points
+
+
+def _write_cache(path: Path, points: SurfacePoints) -> None:
+    """Atomic: written beside, flushed to disk, then renamed over (a crash leaves the old file or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as handle:
+            np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names))
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _each_model(model: HeadModel, landmarker: Landmarker | CombinedLandmarker,
+                one: Callable[[HeadModel, Landmarker], SurfacePoints]) -> SurfacePoints:
+    """``one`` for a single model; for a combination, its face model's points followed by its
+    head model's chosen ones."""
+    if isinstance(landmarker, CombinedLandmarker):
+        head = one(model, landmarker.head)
+        return one(model, landmarker.face).join(head.subset([head.names[k] for k in landmarker.head_points]))
+    return one(model, landmarker)
+
+
+def load_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandmarker) -> SurfacePoints:
+    """The landmark model's points on ``model``, as set-up placed them: what a fit job uses.
+
+    Never computes: a missing, damaged or out-of-date embedding raises LandmarkModelError
+    saying which set-up command places it.
+    """
+    def one(model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
+        explicit = _explicit_embedding(model, landmarker)
+        return explicit if explicit is not None else _read_cache(_cache_path(model, landmarker), model, landmarker)
+    return _each_model(model, landmarker, one)
+
+
+def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandmarker,
+                       progress: Callable[[str], None] | None = None) -> SurfacePoints:
+    """Set-up: the landmark model's points on ``model``, computed from renders and cached when
+    the cache is missing, damaged or out of date (see :func:`load_embedding` for the job's side)."""
+    def one(model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
+        explicit = _explicit_embedding(model, landmarker)
+        if explicit is not None:
+            return explicit
+        path = _cache_path(model, landmarker)
+        try:
+            return _read_cache(path, model, landmarker)
+        except LandmarkModelError:
+            pass  # missing or damaged: compute it now
+        if progress:
+            progress(f"placing the {landmarker.model.metadata.name} landmarks on head model {model.name} "
+                     f"({len(VIEWS_DEG)} renders)")
+        points = compute_embedding(model, landmarker)
+        _write_cache(path, points)
+        return points
+    return _each_model(model, landmarker, one)
