@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ import cv2
 import numpy as np
 
 from fitter_backend.errors import FacecapError
+from fitter_backend.export.result_folder import (OutputError, check_output, make_parents, publish, remove_created,
+                                                 staging_folder)
 from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.problem import FitSettings, Observations
 from fitter_backend.fitting.realtime import fit_realtime
@@ -94,26 +95,11 @@ def _fps(source) -> float:
     return float(getattr(source, "fps", 25.0) or 25.0)
 
 
-def _check_output(out: Path) -> None:
-    """Refuse, before the long work, a result folder that cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise FacecapError(f"output {out} is a file; expected a folder for the results")
-    probe = out.with_name(f".{out.name}.probe-{os.getpid()}")
-    try:
-        probe.mkdir(parents=True)
-        probe.rmdir()
-    except OSError as error:
-        raise FacecapError(f"cannot write the result folder {out}: {error.strerror or error}") from None
-
-
-def _replace_folder(partial: Path, out: Path) -> None:
-    """Move a finished result into place, replacing an earlier one only now."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    partial.rename(out)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+def _discard(partial: Path | None, created: list[Path]) -> None:
+    """Remove what a failed write left: the partial folder and the parent folders it made."""
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    remove_created(created)
 
 
 def fit_videos(job: FitJob, progress: Progress | None = None,
@@ -139,7 +125,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     if len(job.videos) > 1 and job.calibration is None:
         raise FacecapError(f"{len(job.videos)} videos need a calibration file (--camera calib.json) "
                            "that says where each camera is")
-    _check_output(Path(job.out))
+    out = check_output(job.out, inputs=[*job.videos, *([job.calibration] if job.calibration else [])])
     model: HeadModel = load_head_model(job.head)
     landmarker = load_landmarker(job.landmarks, device=job.device, realtime=job.realtime,
                                  progress=lambda m: report("landmarks", 0.0, m))
@@ -162,11 +148,11 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
         result = fit_sequence(model, points, observations, cameras, settings, progress=fit_progress)
     finish("fit", t0)
 
-    out = Path(job.out)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    created = []
+    partial = None
     try:
+        created = make_parents(out)
+        partial = staging_folder(out)
         track.save_npz(partial / "landmarks.npz")
         save_fit_result(result, model, partial)
         previews = []
@@ -192,9 +178,13 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
         (partial / "report.json").write_text(json.dumps(summary, indent=1, default=float), encoding="utf-8")
         if cancelled():
             raise JobCancelled("job cancelled before its results were moved into place")
-        _replace_folder(partial, out)
+        publish(partial, out)
+    except OSError as error:  # disk full, permissions changed under the job, ...
+        _discard(partial, created)
+        raise OutputError(f"cannot write the results to {out}: {error.strerror or error}"
+                          f"{f' ({error.filename})' if error.filename else ''}; earlier results are unchanged") from None
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        _discard(partial, created)
         raise
     if progress:
         progress("done", 1.0, str(out))

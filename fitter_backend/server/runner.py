@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 
 from fitter_backend.errors import FitError
+from fitter_backend.export.result_folder import (check_output, make_parents, publish, remove_created,
+                                                 staging_folder)
 from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
@@ -63,18 +65,18 @@ def step_reporter(report: Report, step: str) -> Callable[[str, float], None]:
     return inner
 
 
-def prepare_output(out: str) -> tuple[Path, Path]:
-    """The requested result folder and a fresh temporary sibling to write into."""
-    target = Path(out)
-    if not target.is_absolute():
+def prepare_output(out: str, inputs: list[str] = ()) -> tuple[Path, Path, list[Path]]:
+    """The requested result folder (checked: see :func:`result_folder.check_output`; it must be new
+    or empty), a fresh temporary sibling to write into, and the parent folders made for it."""
+    if not Path(out).is_absolute():
         raise FitError(f"result folder {out!r} must be an absolute path")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise FitError(f"result folder {target} already exists and is not empty; choose a new folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    return target, partial
+    target = check_output(out, inputs, replace_results=False)
+    created = make_parents(target)
+    try:
+        return target, staging_folder(target), created
+    except BaseException:
+        remove_created(created)
+        raise
 
 
 def synthetic_fit(model: HeadModel, source: dict, mode: str, folder: Path, report: Report) -> SyntheticLandmarks:
@@ -152,7 +154,7 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache,
                 cancelled: Callable[[], bool] = lambda: False) -> Path:
     """Run a validated ``fit`` request; returns the finished result folder."""
     source = request["source"]
-    target, partial = prepare_output(request["out"])
+    target, partial, created = prepare_output(request["out"], source.get("paths", []))
     try:
         started = time.perf_counter()
         step_reporter(report, "loading head model")("loading head model", 0.0)
@@ -170,11 +172,14 @@ def run_fit_job(request: dict, report: Report, models: HeadModelCache,
         else:
             finish_result(partial, model, shot.frame_indices, shot.fps, info, shot.observations.mu_px,
                           shot.observations.sigma_px)
-        if target.exists():  # an empty folder made by the caller: a rename cannot replace it
-            target.rmdir()
-        partial.replace(target)
+        publish(partial, target, replace_results=False)
         return target
+    except OSError as error:  # disk full, permissions changed under the job, ...
+        shutil.rmtree(partial, ignore_errors=True)
+        remove_created(created)
+        raise FitError(f"cannot write the results to {target}: {error.strerror or error}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        remove_created(created)
         raise
 
