@@ -33,3 +33,17 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def opencv_path(path: str | os.PathLike) -> str:
+    """``path`` as OpenCV may take it. OpenCV encodes a path as UTF-8 and crashes (SIGSEGV) on
+    one that holds bytes that are not UTF-8 (Python carries them as lone surrogates): those are
+    refused here, naming the path, before they reach it."""
+    from fitter_backend.errors import FacecapError
+    text = os.fsdecode(os.fspath(path))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise FacecapError(f"the path '{shown}' holds bytes that are not UTF-8 text, which OpenCV cannot open; rename it") from None
+    return text

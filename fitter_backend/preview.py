@@ -14,6 +14,7 @@ from fitter_backend.fitting.sequence import FitResult
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices
 from fitter_backend.landmarks.pipeline import LandmarkTrack
+from fitter_backend.paths import opencv_path
 from fitter_backend.render.head_png import AMBIENT, STUDIO_LIGHTS
 from fitter_backend.render.rasterise import rasterise
 from fitter_backend.render.shading import shade, vertex_normals
@@ -101,11 +102,11 @@ def write_previews(views: Iterable[Sequence[Frame]], fps: float, model: HeadMode
                                    track.mu_px[t, view] if valid else None, track.sigma_px[t, view], caption)
             if t in png_frames:
                 path = folder / f"frame_{int(track.frame_indices[t]):05d}_view{view}.png"
-                cv2.imwrite(str(path), overlay)
+                path.write_bytes(cv2.imencode(".png", overlay)[1].tobytes())  # no path through OpenCV
                 written.append(path)
             if view == 0 and draw_video:
                 if writer is None:
-                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"),
+                    writer = cv2.VideoWriter(opencv_path(video_path), cv2.VideoWriter_fourcc(*"mp4v"),
                                              max(1.0, fps / keep_every),
                                              (overlay.shape[1], overlay.shape[0]))
                 writer.write(overlay)

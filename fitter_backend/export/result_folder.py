@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fitter_backend.errors import FacecapError
+from fitter_backend.paths import opencv_path
 
 #: Every name a job writes at the top of its result folder (pipeline, export, server).
 RESULT_NAMES = frozenset({"landmarks.npz", "fit.npz", "fit.json", "report.json", "previews", "rig.npz",
@@ -75,6 +76,7 @@ def check_output(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (
     written. Creates nothing.
     """
     target = _absolute(Path(out))
+    opencv_path(target)  # the overlay video is written through OpenCV
     if target.is_symlink():
         raise OutputError(f"result folder {target} is a symbolic link; give the folder it points to instead")
     if target.exists() and not target.is_dir():

@@ -21,6 +21,7 @@ from fitter_backend.export.result_folder import (check_output, make_parents, pub
                                                  staging_folder)
 from fitter_backend.export.result_files import finish_result, finish_video_result
 from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.paths import opencv_path
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, WHOLE_HEAD_LANDMARKS
 from fitter_backend.video.synthetic import SyntheticLandmarks, synthetic_landmarks
 
@@ -101,7 +102,7 @@ def calibration_file(folder: Path, paths: list[Path], cameras: list[dict]) -> Pa
     first = np.asarray(cameras[0]["matrix_world"], dtype=np.float64) if cameras[0]["matrix_world"] else None
     entries = []
     for number, (path, camera) in enumerate(zip(paths, cameras)):
-        capture = cv2.VideoCapture(str(path))
+        capture = cv2.VideoCapture(opencv_path(path))
         size = [int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))]
         capture.release()
         if min(size) <= 0:

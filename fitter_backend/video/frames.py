@@ -23,6 +23,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 import cv2  # noqa: E402
 
+from fitter_backend.paths import opencv_path  # noqa: E402
 from fitter_backend.video.errors import VideoError  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
@@ -136,7 +137,7 @@ class VideoFileSource(FrameSource):
             self._check_decodes(index)
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(opencv_path(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             raise VideoError(f"video file {self.path} cannot be read: not a video format FFmpeg decodes, "
                              f"or the file is damaged or truncated")
