@@ -12,11 +12,13 @@ ships, inside Blender's Python. Keep it standard-library only.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 PROTOCOL_VERSION = 1
-MAX_LINE_BYTES = 1 << 20          # longer lines are refused, not parsed
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # safe as a folder name
+MAX_LINE_BYTES = 1 << 20          # longer lines are refused, not parsed (counted in UTF-8 bytes)
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # safe as a folder name (whole string: fullmatch)
+MAX_SYNTHETIC_FRAMES = 5000       # a synthetic shot's frames (the add-on's limit): bounds memory and time
 
 
 class ProtocolError(ValueError):
@@ -40,8 +42,13 @@ def nonempty_string(value, where):
     return value
 
 
+def is_job_id(value) -> bool:
+    """True for a string that is a whole job id (no trailing newline, no path)."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
+
+
 def job_id(value, where):
-    if not JOB_ID.match(string(value, where)):
+    if not is_job_id(string(value, where)):
         raise ProtocolError(f"{where}: {value!r} is not a job id (1-64 letters, digits, '_', '.', '-')")
     return value
 
@@ -58,8 +65,10 @@ def integer(minimum=None, maximum=None):
 
 def number(minimum=None, maximum=None):
     def check(value, where):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError(f"{where}: expected a number, got {_type_name(value)}")
+        if not math.isfinite(value):
+            raise ProtocolError(f"{where}: expected a finite number, got {value!r}")
         if minimum is not None and value < minimum or maximum is not None and value > maximum:
             raise ProtocolError(f"{where}: {value} is outside [{minimum}, {maximum}]")
         return float(value)
@@ -116,7 +125,7 @@ def tagged(tag: str, variants: dict):
         if not isinstance(value, dict):
             raise ProtocolError(f"{where}: expected an object, got {_type_name(value)}")
         kind = value.get(tag)
-        if kind not in variants:
+        if not isinstance(kind, str) or kind not in variants:
             raise ProtocolError(f"{where}.{tag}: expected one of {', '.join(map(repr, variants))}, got {kind!r}")
         return variants[kind](value, where)
     return check
@@ -133,7 +142,8 @@ SOURCE = tagged("kind", {
     "video": obj({"kind": one_of("video"), "paths": list_of(nonempty_string, 1, 64),
                   "frame_start": integer(0), "frame_end": integer(0)},
                  {"cameras": list_of(CAMERA, 1, 64)}),
-    "synthetic": obj({"kind": one_of("synthetic"), "frames": integer(2, 100000), "seed": integer(0)}),
+    "synthetic": obj({"kind": one_of("synthetic"), "frames": integer(2, MAX_SYNTHETIC_FRAMES),
+                      "seed": integer(0, 2 ** 32 - 1)}),
 })
 
 REQUESTS = {
@@ -163,10 +173,10 @@ def _parse(message, schemas: dict, optional: dict, side: str) -> dict:
     if not isinstance(message, dict):
         raise ProtocolError(f"{side} message: expected a JSON object, got {_type_name(message)}")
     version = message.get("protocol")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not true, not 1.0
         raise ProtocolError(f"protocol: this side speaks version {PROTOCOL_VERSION}, got {version!r}")
     kind = message.get("type")
-    if kind not in schemas:
+    if not isinstance(kind, str) or kind not in schemas:
         raise ProtocolError(f"type: unknown {side} type {kind!r} (expected one of {', '.join(schemas)})")
     fields = {k: v for k, v in message.items() if k not in ("protocol", "type")}
     body = obj(schemas[kind], optional.get(kind))(fields, kind)
@@ -191,17 +201,25 @@ def parse_event(message) -> dict:
     return _parse(message, EVENTS, OPTIONAL_EVENT_FIELDS, "event")
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def decode_line(line: str | bytes):
-    """One line -> the JSON value it holds; ProtocolError for overlong or non-JSON lines."""
-    if len(line) > MAX_LINE_BYTES:
-        raise ProtocolError(f"line of {len(line)} bytes is longer than the limit of {MAX_LINE_BYTES}")
+    """One line -> the JSON value it holds; ProtocolError for overlong, too deeply nested or
+    non-JSON lines (NaN and Infinity are not JSON)."""
+    size = len(line) if isinstance(line, bytes) else len(line.encode("utf-8", "surrogatepass"))
+    if size > MAX_LINE_BYTES:
+        raise ProtocolError(f"line of {size} bytes is longer than the limit of {MAX_LINE_BYTES}")
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("line is not UTF-8 text") from None
     try:
-        return json.loads(line)
+        return json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        raise ProtocolError("line is nested too deeply to be a protocol message") from None
     except ValueError as exc:
         shown = line.strip()
         shown = shown if len(shown) <= 80 else shown[:77] + "..."

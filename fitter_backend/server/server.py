@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable, TextIO
+from typing import BinaryIO, Callable, Iterator
 
 from fitter_backend import __version__
 from fitter_backend.errors import FacecapError
@@ -56,18 +56,20 @@ class Server:
         with self._write_lock:
             self._write(line)
 
-    def handle_line(self, line: str) -> bool:
-        """Handle one request line; False once the server should stop."""
+    def handle_line(self, line: str | bytes) -> bool:
+        """Handle one request line; False once the server should stop. No line stops it
+        otherwise: whatever it holds is answered with an ``error`` event."""
         if not line.strip():
             return True
         message = None
         try:
             message = protocol.decode_line(line)
             request = protocol.parse_request(message)
-        except protocol.ProtocolError as exc:
+        except Exception as exc:  # ProtocolError, or a validation bug: the line is refused either way
             job = message.get("job") if isinstance(message, dict) else None
-            fields = {"job": job} if isinstance(job, str) and protocol.JOB_ID.match(job) else {}
-            self.emit("error", message=f"bad request: {exc}", **fields)
+            fields = {"job": job} if protocol.is_job_id(job) and not self._is_running(job) else {}
+            text = str(exc) if isinstance(exc, protocol.ProtocolError) else f"{type(exc).__name__}: {exc}"
+            self.emit("error", message=f"bad request: {text}"[:2000], **fields)
             return True
         kind = request["type"]
         if kind == "hello":
@@ -81,10 +83,16 @@ class Server:
             return False
         return True
 
+    def _is_running(self, job: str) -> bool:
+        with self._state_lock:
+            return self.running is not None and self.running.job == job
+
     def _start(self, request: dict) -> None:
         with self._state_lock:
             if self.running is not None:
-                self.emit("error", job=request["job"], message=(
+                # Not tagged with the id when it is the running job's: that job has not ended.
+                same = self.running.job == request["job"]
+                self.emit("error", **({} if same else {"job": request["job"]}), message=(
                     f"job {self.running.job!r} is still running; cancel it or wait for it to finish"))
                 return
             cancel = threading.Event()
@@ -138,9 +146,24 @@ class Server:
             running.thread.join(wait_s)
 
 
-def serve(stdin: TextIO, write: Callable[[str], None]) -> int:
+def read_lines(stdin: BinaryIO) -> Iterator[bytes]:
+    """Request lines as bytes, never buffering more than MAX_LINE_BYTES + 1 of one: the rest of
+    an overlong line is read and dropped in pieces, and the line yields as just too long."""
+    while True:
+        line = stdin.readline(protocol.MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > protocol.MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while True:
+                rest = stdin.readline(1 << 16)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line
+
+
+def serve(stdin: BinaryIO, write: Callable[[str], None]) -> int:
     server = Server(write)
-    for line in stdin:
+    for line in read_lines(stdin):
         if not server.handle_line(line):
             return 0
     server.stop()  # stdin closed: the add-on is gone
@@ -159,6 +182,6 @@ def main() -> int:
         protocol_out.flush()
 
     try:
-        return serve(sys.stdin, write)
+        return serve(sys.stdin.buffer, write)
     except KeyboardInterrupt:
         return 130
