@@ -26,6 +26,7 @@ from pathlib import Path
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
+from fitter_backend.models import DEVICES
 
 
 def head_model_summary(model: HeadModel) -> str:
@@ -220,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"dense network's ears, neck and back of head): {BOOTSTRAP_LANDMARKS} (MediaPipe alone), "
                           f"{DENSE_LANDMARKS} (the dense network alone, whole head), face_mesh_478, another "
                           "model shipped in onnx_models/models/, or FACE+HEAD for another combination")
-    fit.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    fit.add_argument("--device", default="cpu", choices=DEVICES,
+                     help="cpu (default), gpu (CUDA: needs onnxruntime-gpu) or auto (the GPU when it works)")
     fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),
                      help="bar: a terminal progress line; json: JSON lines on stdout")

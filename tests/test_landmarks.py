@@ -179,14 +179,14 @@ def test_cuda_request_without_onnxruntime_gpu_is_refused(tmp_path):
     write_tiny_model(tmp_path)
     (tmp_path / "tiny.json").write_text(json.dumps(tiny_metadata()))
     with pytest.raises(LandmarkModelError, match="install onnxruntime-gpu"):
-        LandmarkModel.load(tmp_path / "tiny.onnx", device="cuda")
+        LandmarkModel.load(tmp_path / "tiny.onnx", device="gpu")
     assert LandmarkModel.load(tmp_path / "tiny.onnx", device="auto").device == "cpu"
 
 
 @pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs onnxruntime-gpu")
 def test_cuda_is_really_used_when_asked(models):
-    model = LandmarkModel.load(models["face_mesh_468"], device="cuda")
-    assert model.device == "cuda" and "CUDAExecutionProvider" in model.session.get_providers()
+    model = LandmarkModel.load(models["face_mesh_468"], device="gpu")
+    assert model.device == "gpu" and "CUDAExecutionProvider" in model.session.get_providers()
     cpu = LandmarkModel.load(models["face_mesh_468"])
     crops = np.random.default_rng(0).integers(0, 255, (4, 192, 192, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.predict(crops)[0], cpu.predict(crops)[0], atol=0.05)

@@ -33,7 +33,7 @@ class LandmarkModel:
     @classmethod
     def load(cls, onnx_path: str | Path, metadata_path: str | Path | None = None, device: str = "cpu") -> "LandmarkModel":
         """Load and cross-check ``onnx_path`` with its metadata (default: same name, .json).
-        device: "cpu" (default), "cuda" or "auto" (see :func:`create_session`)."""
+        device: "cpu" (default), "gpu" or "auto" (see :func:`create_session`)."""
         onnx_path = Path(onnx_path)
         metadata = LandmarkMetadata.load(metadata_path or onnx_path.with_suffix(".json"))
         return cls(create_session(onnx_path, device), metadata, onnx_path)
