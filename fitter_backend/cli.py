@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -249,8 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(run=_head_model, action=argv[1], render_args=argv[2:])
     else:
         args = parser.parse_args(argv)
+    # SIGTERM like Ctrl-C: the job unwinds, removing its partial folder; earlier results stay.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.run(args)
     except FacecapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; earlier results are unchanged", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,7 +21,6 @@ from fitter_backend.errors import FacecapError
 from fitter_backend.server import protocol
 from fitter_backend.server.runner import HeadModelCache, JobCancelled, run_fit_job
 
-SHUTDOWN_WAIT_S = 30.0
 
 
 def available_providers() -> list[str]:
@@ -137,8 +137,10 @@ class Server:
             self.running = None
         self.emit(kind, job=job, **fields)
 
-    def stop(self, wait_s: float = SHUTDOWN_WAIT_S) -> None:
-        """Cancel a running job and wait for its worker to unwind."""
+    def stop(self, wait_s: float | None = None) -> None:
+        """Cancel a running job and wait for its worker to unwind (by default for as long as it
+        takes: the job checks its flag at every progress report, then removes its partial folder
+        and sends its terminal event; a process that exited first would leave both undone)."""
         with self._state_lock:
             running = self.running
         if running is not None:
@@ -162,11 +164,17 @@ def read_lines(stdin: BinaryIO) -> Iterator[bytes]:
 
 
 def serve(stdin: BinaryIO, write: Callable[[str], None]) -> int:
+    """Serve until ``shutdown``, the end of stdin (the add-on is gone) or SIGINT/SIGTERM (as
+    KeyboardInterrupt, see :func:`main`); a running job is cancelled and waited for in each case."""
     server = Server(write)
-    for line in read_lines(stdin):
-        if not server.handle_line(line):
-            return 0
-    server.stop()  # stdin closed: the add-on is gone
+    try:
+        for line in read_lines(stdin):
+            if not server.handle_line(line):
+                return 0
+    except KeyboardInterrupt:
+        server.stop()
+        return 130
+    server.stop()
     return 0
 
 
@@ -181,7 +189,10 @@ def main() -> int:
         protocol_out.write(line)
         protocol_out.flush()
 
-    try:
-        return serve(sys.stdin.buffer, write)
-    except KeyboardInterrupt:
-        return 130
+    # SIGTERM like SIGINT: the main thread stops reading and the running job is cancelled.
+    signal.signal(signal.SIGTERM, _interrupt)
+    return serve(sys.stdin.buffer, write)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
