@@ -35,15 +35,19 @@ def _nme(args: argparse.Namespace) -> int:
     landmarker = load_landmarker(args.landmarks, progress=lambda message: None)
     points = landmark_embedding(model, landmarker)
     results = evaluate_sets(faces, model, points, landmarker, args.limit,
-                            progress=lambda name: print(f"  {name}", file=sys.stderr, flush=True))
+                            progress=lambda name: print(f"  {name}", file=sys.stderr, flush=True),
+                            full_image=args.full_image)
     summary = summarise(results)
     print(f"NME in percent (head {model.name}, landmarks {args.landmarks}; 'fit': the fitted head's iBUG-68 "
           f"points, label translation; 'raw': {args.landmarks}'s own points at their iBUG counterparts; "
           f"68 and 51 points by the outer-eye-corner distance, 'box' by sqrt(w h) of the annotation; "
-          f"faces: found / annotated, means over the found)")
+          f"faces: found / annotated, means over the found; "
+          f"{'whole images, the face found by the landmark stage' if args.full_image else 'crops around the annotation'}; "
+          f"imm: the 9 points IMM shares with iBUG-68)")
     print(format_table(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({"head_model": model.name, "landmarks": args.landmarks,
+                                               "full_image": args.full_image,
                                                "fixtures": str(args.fixtures), "sets": summary}, indent=1),
                                    encoding="utf-8")
         print(f"saved {args.json}")
@@ -76,13 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     nme = commands.add_parser("nme", help="NME of the fitted head's iBUG-68 points per annotated set")
     nme.add_argument("--fixtures", default=str(DEFAULT_FIXTURES),
                      help="the annotated sets' folder (default: ../shared/fixtures/landmarks)")
-    nme.add_argument("--sets", help="comma-separated subset of 300w, wflw, 300vw, aflw2000 (default: all found)")
+    nme.add_argument("--sets", help="comma-separated subset of 300w, wflw, 300vw, aflw2000, imm (default: all found)")
     nme.add_argument("--limit", type=int, help="at most this many faces per set")
     nme.add_argument("--head", default="open", help="open (default), a FLAME .pkl or a head-model .npz")
     nme.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
                      help=f"landmark model (default {DEFAULT_LANDMARKS}; {DENSE_LANDMARKS}, {WHOLE_HEAD_LANDMARKS} "
                           "(MediaPipe's face points plus the dense network's ears, neck and back of head), "
                           "face_mesh_478)")
+    nme.add_argument("--full-image", action="store_true",
+                     help="give the landmark stage the whole image, as `fit` does, instead of a crop around the "
+                          "annotated face (a face it does not find counts as not found)")
     nme.add_argument("--json", help="also save the figures (per set and per face) to this JSON file")
     nme.set_defaults(run=_nme)
     head = commands.add_parser("head", help="whole-head error of the fitted identity on rendered clips")

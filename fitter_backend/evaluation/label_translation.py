@@ -33,9 +33,10 @@ def label_points_px(model: HeadModel, params: Parameters, names: tuple[str, ...]
 
 def crop_around(image: np.ndarray, points_px: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """The part of ``image`` (H, W, C) within ``margin`` x the larger side of the points'
-    bounding box around it (clipped to the image), and its top-left corner (x, y) in pixels.
+    bounding box around it (clipped to the image; NaN points are not annotated), and its
+    top-left corner (x, y) in pixels.
     Datasets give the face by its annotation: this keeps crowd images to the annotated face."""
-    low, high = points_px.min(0), points_px.max(0)
+    low, high = np.nanmin(points_px, axis=0), np.nanmax(points_px, axis=0)
     pad = margin * float((high - low).max())
     x0, y0 = np.maximum(np.floor(low - pad), 0).astype(int)
     x1, y1 = np.minimum(np.ceil(high + pad), [image.shape[1], image.shape[0]]).astype(int)

@@ -33,10 +33,15 @@ class FaceResult:
 
 
 def evaluate_face(set_name: str, face: AnnotatedFace, model: HeadModel, points: SurfacePoints,
-                  landmarker: FrameLandmarker) -> FaceResult:
-    """Crop to the annotated face, run landmarks and a one-frame fit, read the 68 points two ways."""
+                  landmarker: FrameLandmarker, full_image: bool = False) -> FaceResult:
+    """Crop to the annotated face (or, with ``full_image``, let the landmark stage find it in
+    the whole image, as ``fit`` does), run landmarks and a one-frame fit, read the 68 points
+    two ways."""
     frame = next(iter(open_video(face.image_path)))
-    crop, origin = crop_around(frame.image, face.points_px)
+    if full_image:
+        crop, origin = frame.image, np.zeros(2)
+    else:
+        crop, origin = crop_around(frame.image, face.points_px)
     fitted = fit_image(model, points, landmarker, Frame(0, np.ascontiguousarray(crop), 0.0, frame.white_level))
     if fitted.fit is None:
         return FaceResult(set_name, face.name, face.points_px, {})
@@ -49,13 +54,13 @@ def evaluate_face(set_name: str, face: AnnotatedFace, model: HeadModel, points: 
 
 def evaluate_sets(faces_by_set: dict[str, list[AnnotatedFace]], model: HeadModel, points: SurfacePoints,
                   landmarker: FrameLandmarker, limit: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> list[FaceResult]:
+                  progress: Callable[[str], None] | None = None, full_image: bool = False) -> list[FaceResult]:
     """Every face of every set (see :func:`~fitter_backend.evaluation.annotated.annotated_sets`),
-    at most ``limit`` per set."""
+    at most ``limit`` per set; ``full_image``: see :func:`evaluate_face`."""
     results = []
     for set_name, faces in faces_by_set.items():
         for face in faces[:limit]:
-            results.append(evaluate_face(set_name, face, model, points, landmarker))
+            results.append(evaluate_face(set_name, face, model, points, landmarker, full_image))
             if progress:
                 progress(face.name)
     return results

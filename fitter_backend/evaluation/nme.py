@@ -4,6 +4,8 @@ NME of one face = mean over its points of |predicted - truth| / d, where d is th
 inter-ocular distance (outer eye corners, iBUG points 36 and 45) or, for profile-heavy sets
 such as AFLW2000-3D, sqrt(width x height) of the ground truth's bounding box (profiles shrink
 the inter-ocular distance and inflate the first). A set's NME is the mean over its faces.
+Ground truth may mark points it does not annotate as NaN (IMM maps only some points to
+iBUG-68): those points are left out of the mean and the box.
 """
 from __future__ import annotations
 
@@ -22,18 +24,18 @@ def inter_ocular_px(truth_px: np.ndarray) -> np.ndarray:
 
 def box_size_px(truth_px: np.ndarray) -> np.ndarray:
     """(..., P, 2) ground truth -> (...) sqrt(width x height) of its bounding box."""
-    extent = truth_px.max(axis=-2) - truth_px.min(axis=-2)
+    extent = np.nanmax(truth_px, axis=-2) - np.nanmin(truth_px, axis=-2)
     return np.sqrt(extent[..., 0] * extent[..., 1])
 
 
 def nme(predicted_px: np.ndarray, truth_px: np.ndarray, normaliser_px: np.ndarray,
         points: np.ndarray | None = None) -> np.ndarray:
     """(..., P, 2) predictions and ground truth, (...) normalisers -> (...) NME per face (a
-    fraction, not percent) over ``points`` (indices; all by default)."""
+    fraction, not percent) over ``points`` (indices; all by default) that the truth annotates."""
     errors = np.linalg.norm(np.asarray(predicted_px, float) - np.asarray(truth_px, float), axis=-1)
     if points is not None:
         errors = errors[..., points]
-    return errors.mean(axis=-1) / np.asarray(normaliser_px, float)
+    return np.nanmean(errors, axis=-1) / np.asarray(normaliser_px, float)
 
 
 def similarity_aligned(predicted_px: np.ndarray, truth_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
