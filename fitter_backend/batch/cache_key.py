@@ -1,8 +1,8 @@
 """When a finished result can be reused: a key over the inputs' sha256 and the options, and
 a manifest (``DIR/batch-manifest.json``, written only by the driver) that ties each key to
-the sha256 of the ``report.json`` it produced. A re-run skips a shot whose key is unchanged
-and whose result folder still holds that very report (complete: ``fit`` writes report.json
-last and moves the folder into place atomically)."""
+a digest of every file of the result it produced. A re-run skips a shot whose key is
+unchanged and whose result folder still holds exactly those files (``fit`` moves a result
+folder into place only when it is complete, so a digest is only ever taken of a whole one)."""
 from __future__ import annotations
 
 import dataclasses
@@ -57,9 +57,19 @@ def write_manifest(out_dir: Path, shots: dict[str, Any]) -> None:
     partial.replace(out_dir / MANIFEST)
 
 
+def result_digest(folder: Path) -> str | None:
+    """sha256 hex over every file of a result folder (relative paths and contents); None
+    when the folder has no report.json (not a finished result)."""
+    if not (folder / "report.json").is_file():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def is_finished(out_dir: Path, name: str, key: str, manifest: dict[str, Any]) -> bool:
     """True when ``out_dir/name`` holds the result this key produced, unchanged since."""
     entry = manifest.get(name)
-    report = out_dir / name / "report.json"
     return (isinstance(entry, dict) and entry.get("status") == "ok" and entry.get("key") == key
-            and report.is_file() and entry.get("report_sha256") == sha256_file(report))
+            and entry.get("result_sha256") == result_digest(out_dir / name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 #: Exit statuses: 0 every shot ok or skipped, 1 some shot failed, 2 bad input, 130 Ctrl-C.
@@ -31,6 +32,11 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
+    if args.ray_address and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        # A cluster from `ray start --head` wants the token it saved in ~/.ray/auth_token (Ray 2.60
+        # enables token authentication by default); a driver offers it only in token mode, which
+        # Ray reads when it is imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
     from fitter_backend.batch.driver import BatchCancelled, run_batch
     from fitter_backend.batch.progress import BatchProgress
     from fitter_backend.batch.shots import load_shots
@@ -39,7 +45,14 @@ def run_batch_command(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.retries < 0:
         raise FacecapError(f"--workers {args.workers} / --retries {args.retries}: expected workers >= 1, retries >= 0")
     shots = load_shots(Path(args.shots))
-    progress = BatchProgress(args.progress, [shot.name for shot in shots])
+    stream = None
+    if args.progress == "json":
+        # Ray prints its own notices (a worker died, ...) to stdout; tools read stdout as JSON
+        # lines, so those go to stderr and only the progress records keep the real stdout.
+        sys.stdout.flush()
+        stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    progress = BatchProgress(args.progress, [shot.name for shot in shots], stream=stream)
     try:
         outcomes = run_batch(shots, Path(args.out), progress, address=args.ray_address, workers=args.workers,
                              retries=args.retries)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import fitter_backend
-from fitter_backend.batch.cache_key import is_finished, read_manifest, shot_key, write_manifest
+from fitter_backend.batch.cache_key import is_finished, read_manifest, result_digest, shot_key, write_manifest
 from fitter_backend.batch.progress import BatchProgress, ShotOutcome
 from fitter_backend.batch.shots import Shot
 from fitter_backend.errors import FacecapError
-from fitter_backend.paths import sha256_file
 from fitter_backend.pipeline import FitJob, fit_videos
 
 try:
@@ -73,7 +72,7 @@ def _run_shot(name: str, job: FitJob, board: Any) -> dict[str, Any]:
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return {"status": "ok", "frames": report["frames"], "time_s": time.perf_counter() - started,
             "median_residual": report["fit"].get("median_frame_rms"), "out": str(out),
-            "report_sha256": sha256_file(out / "report.json")}
+            "result_sha256": result_digest(out)}
 
 
 def _check_result_folders(shots: list[Shot], out_dir: Path) -> None:
@@ -102,7 +101,8 @@ def _start_ray(address: str | None, workers: int) -> None:
         if address:
             ray.init(address=address, **common)
         else:
-            ray.init(num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
+            # "local": a fresh runtime even when this machine runs a cluster (else ray.init joins it).
+            ray.init(address="local", num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
                      _node_ip_address="127.0.0.1", **common)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise FacecapError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {error}") from None

@@ -15,9 +15,10 @@ from fitter_backend.landmarks import DEFAULT_LANDMARKS
 from fitter_backend.pipeline import FitJob
 
 #: Options a shot (or the list's ``defaults``) may set, with their types.
-OPTIONS: dict[str, type | tuple[type, ...]] = {
+OPTIONS: dict[str, type] = {
     "head": str, "realtime": bool, "stride": int, "landmarks": str, "device": str, "previews": bool,
 }
+TYPE_WORDS = {str: "a string", bool: "true or false", int: "a whole number"}
 SHOT_KEYS = {"name", "videos", "calibration", "frames"} | set(OPTIONS)
 DEVICES = ("cpu", "cuda", "auto")
 # A shot's name becomes its result folder's name: no separators, no hidden or parent folders.
@@ -75,8 +76,7 @@ def _option(where: str, key: str, value: Any) -> Any:
     expected = OPTIONS[key]
     # bool is an int in Python: a stride of true is a mistake, not 1.
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        names = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
-        raise ShotListError(f"{where}: {key} = {value!r} is not a {names}")
+        raise ShotListError(f"{where}: {key} = {value!r} is not {TYPE_WORDS[expected]}")
     if key == "stride" and value < 1:
         raise ShotListError(f"{where}: stride = {value} must be 1 or more")
     if key == "device" and value not in DEVICES:
