@@ -245,19 +245,20 @@ def _stream_until(process: subprocess.Popen, act) -> list[dict]:
     return records
 
 
-def _fitting(record: dict, shot: str) -> bool:
-    return record["type"] == "progress" and record["shot"] == shot and record["stage"] == "fit"
+def _in_stage(record: dict, shot: str, stage: str) -> bool:
+    return record["type"] == "progress" and record["shot"] == shot and record["stage"] == stage
 
 
 @pytest.mark.parametrize("retries", [1, 0])
 def test_a_worker_killed_mid_shot_is_retried_or_reported_never_half_written(tmp_path, clips, retries):
-    shots = write_shots(tmp_path / "shots.json", [{"name": "long", "videos": [str(clips["long"])]},
+    # Killed while writing previews: its partial result folder exists by then.
+    shots = write_shots(tmp_path / "shots.json", [{"name": "long", "videos": [str(clips["long"])], "previews": True},
                                                   {"name": "short", "videos": [str(clips["short"])]}])
     out = tmp_path / "out"
     killed = []
 
     def kill_worker(record: dict) -> bool:
-        if _fitting(record, "long"):
+        if _in_stage(record, "long", "previews"):
             os.kill(record["worker_pid"], signal.SIGKILL)
             killed.append(record["worker_pid"])
             return True
@@ -266,7 +267,7 @@ def test_a_worker_killed_mid_shot_is_retried_or_reported_never_half_written(tmp_
     process = subprocess.Popen(batch_command(shots, out, "--progress", "json", "--retries", str(retries)), cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
     records = _stream_until(process, kill_worker)
-    assert killed, "the long shot never reached its fit stage"
+    assert killed, "the long shot never reached its previews"
     ended = {r["name"]: r for r in records if r["type"] == "shot"}
     assert ended["short"]["status"] == "ok"  # the other shot is not disturbed
     starts = [r["worker_pid"] for r in records if r["type"] == "start" and r["shot"] == "long"]
@@ -290,7 +291,7 @@ def test_ctrl_c_cancels_and_keeps_the_earlier_result(tmp_path, clips):
     shots = write_shots(tmp_path / "shots.json", [{"name": "long", "videos": [str(clips["long"])]}])
     process = subprocess.Popen(batch_command(shots, out, "--progress", "json"), cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, env=_env())
-    records = _stream_until(process, lambda r: _fitting(r, "long") and process.send_signal(signal.SIGINT) is None)
+    records = _stream_until(process, lambda r: _in_stage(r, "long", "fit") and process.send_signal(signal.SIGINT) is None)
     assert process.returncode == 130
     ended = {r["name"]: r for r in records if r["type"] == "shot"}
     assert ended["long"]["status"] == "cancelled" and records[-1]["cancelled"] == 1
