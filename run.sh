@@ -60,12 +60,15 @@ case "$cmd" in
         ensure_venv backend requirements/backend.txt
         ensure_venv blender requirements/blender.txt
         ensure_venv bench requirements/bench.txt
+        ensure_venv batch requirements/batch.txt
         backend setup
         status=0
         say "backend tests (numpy 2): tests/"
         "$VENVS/backend/bin/python" -m pytest tests --ignore=tests/blender -rs "$@" || status=$?
         say "PyTorch tests (benchmark baselines, landmark networks): the bench environment"
         "$VENVS/bench/bin/python" -m pytest tests/test_bench.py tests/test_onnx_models.py -rs "$@" || status=$?
+        say "batch tests (real Ray, the batch environment): tests/test_batch.py"
+        "$VENVS/batch/bin/python" -m pytest tests/test_batch.py -rs "$@" || status=$?
         say "Blender tests (bpy module, numpy<2): tests/blender/"
         "$VENVS/blender/bin/python" -m pytest tests/blender -rs "$@" || status=$?
         exit $status

@@ -3,6 +3,7 @@
   setup                    build what the backend needs (open head, face models) in the data folder
   fit VIDEO [VIDEO ...] --out DIR
                            the end-to-end job: decode, ROI, landmarks, fit, previews
+  batch SHOTS --out DIR    many shots (a JSON or TOML list) on Ray, locally or on a cluster (docs/batch.md)
   demo [VIDEO] [--out DIR] the main job on the embedded default head, on VIDEO or a rendered sample clip
   serve                    the Blender add-on's backend process (JSON lines, docs/protocol.md)
   head-model info SPEC     vertex/channel counts and sizes of a head model
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 
+from fitter_backend.batch.command import add_batch_command
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),
                      help="bar: a terminal progress line; json: JSON lines on stdout")
     fit.set_defaults(run=_fit)
+    add_batch_command(commands)
     serve = commands.add_parser("serve", help="the Blender add-on's backend process (JSON lines on "
                                               "stdin/stdout, docs/protocol.md)")
     serve.set_defaults(run=_serve)
