@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from fitter_backend.fitting import rig_kernels
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
                                             rodrigues_derivative)
@@ -34,10 +35,8 @@ class PointRig:
     joint_template (J, 3), joint_identity (J, 3, I), joint_expression (J, 3, E), parents (J,),
     subtree (J, J) bool: [k, j] when j is k or below k.
 
-    For the shape derivatives the pair bases are also laid out densely: ``skinning_joints``
-    (J',) are the joints with any pair, ``point_joint_weight`` (S, J') the blended weights,
-    and ``identity_stacked`` / ``expression_stacked`` (3 J', S K) stack every such joint's
-    basis (zero where a point has no pair), so sum_j R_j U_j is one matrix product.
+    ``pair_identity32`` / ``pair_expression32`` are float32 copies of the pair bases for the
+    shape derivatives (memory-bound products that only feed Gauss-Newton Jacobians).
     """
 
     num_points: int
@@ -54,10 +53,8 @@ class PointRig:
     joint_expression: np.ndarray
     parents: np.ndarray
     subtree: np.ndarray
-    skinning_joints: np.ndarray
-    point_joint_weight: np.ndarray
-    identity_stacked: np.ndarray
-    expression_stacked: np.ndarray
+    pair_identity32: np.ndarray
+    pair_expression32: np.ndarray
 
     @property
     def num_identity(self) -> int:
@@ -130,21 +127,10 @@ def build_point_rig(model: HeadModel, points: SurfacePoints | None = None,
     pair_start = np.searchsorted(pair_point, np.arange(num_surface))
     if np.any(np.bincount(pair_point, minlength=num_surface) == 0):
         raise ValueError("every point needs a non-zero skin weight")
-    skinning_joints = np.unique(pair_joint)
-    slot = np.searchsorted(skinning_joints, pair_joint)
-    point_joint_weight = np.zeros((num_surface, len(skinning_joints)))
-    point_joint_weight[pair_point, slot] = pair_weight
-
-    def stacked(basis: np.ndarray) -> np.ndarray:
-        # float32: these products are memory-bound and only feed Gauss-Newton Jacobians.
-        dense = np.zeros((len(skinning_joints), 3, num_surface, basis.shape[2]), dtype=np.float32)
-        dense[slot, :, pair_point] = basis
-        return dense.reshape(3 * len(skinning_joints), -1)
-
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return PointRig(num_surface, pair_point, pair_joint, pair_weight, pair_start, pair_template,
                     pair_identity, pair_expression, pair_correctives, joint_template, joint_identity,
-                    joint_expression, parents, subtree, skinning_joints, point_joint_weight,
-                    stacked(pair_identity), stacked(pair_expression))
+                    joint_expression, parents, subtree, f32(pair_identity), f32(pair_expression))
 
 
 @dataclasses.dataclass
@@ -168,15 +154,14 @@ def evaluate(rig: PointRig, identity: np.ndarray, expression: np.ndarray, rotati
         "jck,nk->njc", rig.joint_expression, expression)
     rotations_local = rodrigues(rotations)
     rotations_world, origins_world = kinematic_chain(rotations_local, joints, rig.parents)
-    rest = (rig.pair_template + rig.pair_identity @ identity)[None] + np.einsum(
-        "qck,nk->nqc", rig.pair_expression, expression, optimize=True)
+    n = len(expression)
+    rest = ((rig.pair_template + rig.pair_identity @ identity)[None]
+            + (expression @ rig.pair_expression.reshape(-1, rig.num_expression).T).reshape(n, -1, 3))
     if rig.pair_correctives.shape[2]:
         rest = rest + np.einsum("qcp,np->nqc", rig.pair_correctives, pose_feature(rotations_local), optimize=True)
-    j = rig.pair_joint
-    local = rest - rig.pair_weight[None, :, None] * joints[:, j]
-    moved = (np.einsum("nqcd,nqd->nqc", rotations_world[:, j], local)
-             + rig.pair_weight[None, :, None] * origins_world[:, j])
-    points = np.add.reduceat(moved, rig.pair_start, axis=1) + translation[:, None, :]
+    moved, points = rig_kernels.pose_pairs(rest, joints, rotations_world, origins_world,
+                                           np.ascontiguousarray(translation, dtype=np.float64), rig.pair_point,
+                                           rig.pair_joint, rig.pair_weight, rig.num_points)
     return PointState(points, joints, rotations_world, origins_world, moved)
 
 
@@ -195,60 +180,46 @@ class PointJacobians:
     world_axes: np.ndarray
 
 
-def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarray, joint_basis: np.ndarray
+def _shape_derivative(rig: PointRig, state: PointState, pair_basis: np.ndarray, joint_basis: np.ndarray
                       ) -> np.ndarray:
     """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K)
     float32.
 
-    Per point: sum_j R_j U_sj + wbar_sj (d o_j - R_j d J_j); both sums are single matrix products.
+    Per point: sum over its pairs of R_j U_q + w_q (d o_j - R_j d J_j).
     """
-    num_frames, num_points = state.points.shape[:2]
-    k = joint_basis.shape[2]
+    num_frames = state.points.shape[0]
     d_origin = np.empty((num_frames,) + joint_basis.shape)
     d_origin[:, 0] = joint_basis[0]
     for j in range(1, rig.num_joints):
         p = rig.parents[j]
         d_origin[:, j] = d_origin[:, p] + state.rotations_world[:, p] @ (joint_basis[j] - joint_basis[p])
-    joints = rig.skinning_joints
-    d_offset = d_origin[:, joints] - state.rotations_world[:, joints] @ joint_basis[joints][None]  # (N, J', 3, K)
-    rotations = state.rotations_world[:, joints].transpose(0, 2, 1, 3).reshape(num_frames, 3, -1)  # (N, 3, 3J')
-    out = (rotations.astype(np.float32) @ stacked_basis).reshape(num_frames, 3, num_points, k)
-    out += (rig.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)).astype(np.float32)  # (S, J') @ (N, 3, J', K)
-    return out
+    d_offset = d_origin - state.rotations_world @ joint_basis[None]  # (N, J, 3, K)
+    return rig_kernels.shape_derivative(state.rotations_world, d_offset, pair_basis, rig.pair_point,
+                                        rig.pair_joint, rig.pair_weight, rig.num_points)
 
 
 def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotations: np.ndarray,
               with_identity: bool = True, with_expression: bool = True) -> PointJacobians:
     """Analytic derivatives of the points in ``state`` (from :func:`evaluate`)."""
     num_frames, num_points = state.points.shape[:2]
-    identity_d = (_shape_derivative(rig, state, rig.identity_stacked, rig.joint_identity)
-                  if with_identity else np.zeros((num_frames, 3, num_points, 0)))
-    expression_d = (_shape_derivative(rig, state, rig.expression_stacked, rig.joint_expression)
-                    if with_expression else np.zeros((num_frames, 3, num_points, 0)))
+    identity_d = (_shape_derivative(rig, state, rig.pair_identity32, rig.joint_identity)
+                  if with_identity else np.zeros((num_frames, 3, num_points, 0), dtype=np.float32))
+    expression_d = (_shape_derivative(rig, state, rig.pair_expression32, rig.joint_expression)
+                    if with_expression else np.zeros((num_frames, 3, num_points, 0), dtype=np.float32))
 
     # Rotating joint k about world axis a moves its subtree rigidly about o_k: dx = a x lever.
     parent_world = np.concatenate(
         [np.broadcast_to(np.eye(3), (num_frames, 1, 3, 3)),
          state.rotations_world[:, np.maximum(rig.parents[1:], 0)]], axis=1)
     world_axes = parent_world @ left_jacobian_so3(rotations)            # (N, J, 3, 3)
-    rotation_d = np.zeros((num_frames, num_points, 3, rig.num_joints, 3))
-    j = rig.pair_joint
-    for k in range(rig.num_joints):
-        in_subtree = rig.subtree[k, j]
-        if not in_subtree.any():
-            continue
-        lever_pair = np.where(in_subtree[None, :, None],
-                              state.moved - rig.pair_weight[None, :, None] * state.origins_world[:, None, k], 0.0)
-        lever = np.add.reduceat(lever_pair, rig.pair_start, axis=1)
-        for a in range(3):  # d x / d r_ka = axis_a x lever
-            rotation_d[:, :, :, k, a] = np.cross(world_axes[:, None, k, :, a], lever)
+    rotation_d = rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree,
+                                                 rig.pair_point, rig.pair_joint, rig.pair_weight, num_points)
     if rig.pair_correctives.shape[2]:
         # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
         for k in range(1, rig.num_joints):
             block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
             d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
-            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, j], d_rest, optimize=True)
-            rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1)
-    return PointJacobians(identity_d, expression_d, np.ascontiguousarray(rotation_d.transpose(0, 2, 1, 3, 4)),
-                          world_axes)
+            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, rig.pair_joint], d_rest, optimize=True)
+            rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+    return PointJacobians(identity_d, expression_d, rotation_d, world_axes)

@@ -1,0 +1,128 @@
+"""The fitter's hot kernels as they were before the compiled (numba) kernels, frozen here so
+that one benchmark run prints before/after ratios against them (``fit --against-baseline``).
+
+:func:`baseline_kernels` swaps them in for the duration of a ``with`` block; the solver, the
+energy terms and everything else stay the current code, so the ratio isolates the kernels.
+Frozen from commit 34c2e95 (point_rig.evaluate and point_rig.jacobians).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from fitter_backend.fitting import point_rig
+from fitter_backend.fitting.point_rig import PointJacobians, PointRig, PointState
+from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
+                                            rodrigues_derivative)
+
+
+class _Dense:
+    """The dense per-joint layout of the pair bases that the old shape derivatives used."""
+
+    def __init__(self, rig: PointRig):
+        self.skinning_joints = np.unique(rig.pair_joint)
+        slot = np.searchsorted(self.skinning_joints, rig.pair_joint)
+        self.point_joint_weight = np.zeros((rig.num_points, len(self.skinning_joints)))
+        self.point_joint_weight[rig.pair_point, slot] = rig.pair_weight
+
+        def stacked(basis: np.ndarray) -> np.ndarray:
+            dense = np.zeros((len(self.skinning_joints), 3, rig.num_points, basis.shape[2]), dtype=np.float32)
+            dense[slot, :, rig.pair_point] = basis
+            return dense.reshape(3 * len(self.skinning_joints), -1)
+
+        self.identity_stacked = stacked(rig.pair_identity)
+        self.expression_stacked = stacked(rig.pair_expression)
+
+
+_DENSE: dict[int, tuple[PointRig, _Dense]] = {}
+
+
+def _dense(rig: PointRig) -> _Dense:
+    if id(rig) not in _DENSE or _DENSE[id(rig)][0] is not rig:
+        _DENSE[id(rig)] = (rig, _Dense(rig))
+    return _DENSE[id(rig)][1]
+
+
+def evaluate(rig: PointRig, identity: np.ndarray, expression: np.ndarray, rotations: np.ndarray,
+             translation: np.ndarray) -> PointState:
+    """point_rig.evaluate before the kernels (einsum and reduceat over pairs)."""
+    joints = (rig.joint_template + rig.joint_identity @ identity)[None] + np.einsum(
+        "jck,nk->njc", rig.joint_expression, expression)
+    rotations_local = rodrigues(rotations)
+    rotations_world, origins_world = kinematic_chain(rotations_local, joints, rig.parents)
+    rest = (rig.pair_template + rig.pair_identity @ identity)[None] + np.einsum(
+        "qck,nk->nqc", rig.pair_expression, expression, optimize=True)
+    if rig.pair_correctives.shape[2]:
+        rest = rest + np.einsum("qcp,np->nqc", rig.pair_correctives, pose_feature(rotations_local), optimize=True)
+    j = rig.pair_joint
+    local = rest - rig.pair_weight[None, :, None] * joints[:, j]
+    moved = (np.einsum("nqcd,nqd->nqc", rotations_world[:, j], local)
+             + rig.pair_weight[None, :, None] * origins_world[:, j])
+    points = np.add.reduceat(moved, rig.pair_start, axis=1) + translation[:, None, :]
+    return PointState(points, joints, rotations_world, origins_world, moved)
+
+
+def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarray, joint_basis: np.ndarray
+                      ) -> np.ndarray:
+    dense = _dense(rig)
+    num_frames, num_points = state.points.shape[:2]
+    k = joint_basis.shape[2]
+    d_origin = np.empty((num_frames,) + joint_basis.shape)
+    d_origin[:, 0] = joint_basis[0]
+    for j in range(1, rig.num_joints):
+        p = rig.parents[j]
+        d_origin[:, j] = d_origin[:, p] + state.rotations_world[:, p] @ (joint_basis[j] - joint_basis[p])
+    joints = dense.skinning_joints
+    d_offset = d_origin[:, joints] - state.rotations_world[:, joints] @ joint_basis[joints][None]
+    rotations = state.rotations_world[:, joints].transpose(0, 2, 1, 3).reshape(num_frames, 3, -1)
+    out = (rotations.astype(np.float32) @ stacked_basis).reshape(num_frames, 3, num_points, k)
+    out += (dense.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)).astype(np.float32)
+    return out
+
+
+def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotations: np.ndarray,
+              with_identity: bool = True, with_expression: bool = True) -> PointJacobians:
+    """point_rig.jacobians before the kernels (dense products, a loop over joints)."""
+    dense = _dense(rig)
+    num_frames, num_points = state.points.shape[:2]
+    identity_d = (_shape_derivative(rig, state, dense.identity_stacked, rig.joint_identity)
+                  if with_identity else np.zeros((num_frames, 3, num_points, 0)))
+    expression_d = (_shape_derivative(rig, state, dense.expression_stacked, rig.joint_expression)
+                    if with_expression else np.zeros((num_frames, 3, num_points, 0)))
+    parent_world = np.concatenate(
+        [np.broadcast_to(np.eye(3), (num_frames, 1, 3, 3)),
+         state.rotations_world[:, np.maximum(rig.parents[1:], 0)]], axis=1)
+    world_axes = parent_world @ left_jacobian_so3(rotations)
+    rotation_d = np.zeros((num_frames, num_points, 3, rig.num_joints, 3))
+    j = rig.pair_joint
+    for k in range(rig.num_joints):
+        in_subtree = rig.subtree[k, j]
+        if not in_subtree.any():
+            continue
+        lever_pair = np.where(in_subtree[None, :, None],
+                              state.moved - rig.pair_weight[None, :, None] * state.origins_world[:, None, k], 0.0)
+        lever = np.add.reduceat(lever_pair, rig.pair_start, axis=1)
+        for a in range(3):
+            rotation_d[:, :, :, k, a] = np.cross(world_axes[:, None, k, :, a], lever)
+    if rig.pair_correctives.shape[2]:
+        d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
+        for k in range(1, rig.num_joints):
+            block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]
+            d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)
+            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, j], d_rest, optimize=True)
+            rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1)
+    return PointJacobians(identity_d, expression_d, np.ascontiguousarray(rotation_d.transpose(0, 2, 1, 3, 4)),
+                          world_axes)
+
+
+@contextlib.contextmanager
+def baseline_kernels() -> Iterator[None]:
+    """Run the enclosed fits with the frozen kernels."""
+    saved = point_rig.evaluate, point_rig.jacobians
+    point_rig.evaluate, point_rig.jacobians = evaluate, jacobians
+    try:
+        yield
+    finally:
+        point_rig.evaluate, point_rig.jacobians = saved
