@@ -3,7 +3,7 @@ that one benchmark run prints before/after ratios against them (``fit --against-
 
 :func:`baseline_kernels` swaps them in for the duration of a ``with`` block; the solver, the
 energy terms and everything else stay the current code, so the ratio isolates the kernels.
-Frozen from commit 34c2e95 (point_rig.evaluate and point_rig.jacobians).
+Frozen from commit 34c2e95: point_rig.evaluate, point_rig.jacobians and ShotEnergy._landmarks.
 """
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from fitter_backend.fitting import point_rig
+from fitter_backend.fitting.cameras import project
+from fitter_backend.fitting.energy import ShotEnergy, _Tally
+from fitter_backend.fitting.normal_equations import NormalEquations
+from fitter_backend.fitting.problem import Layout, Parameters
 from fitter_backend.fitting.point_rig import PointJacobians, PointRig, PointState
 from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
                                             rodrigues_derivative)
@@ -117,12 +121,62 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
                           world_axes)
 
 
+def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
+    """Per point (2 x 3) @ (3 x K): d_world (n, S, 2, 3), d_points (n, 3, S, K) -> (n, 2, S, K),
+    as broadcast multiply-adds over contiguous rows (faster than many tiny matmuls)."""
+    d = d_world.transpose(0, 2, 3, 1)[..., None].astype(d_points.dtype)  # (n, 2, 3, S, 1)
+    out = d[:, :, 0] * d_points[:, None, 0]
+    out += d[:, :, 1] * d_points[:, None, 1]
+    out += d[:, :, 2] * d_points[:, None, 2]
+    return out
+
+
+def _landmarks(self: ShotEnergy, chunk, params: Parameters, layout: Layout,
+               equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray,
+               with_shared: bool = True) -> list:
+    """ShotEnergy._landmarks before the kernels (broadcast products, three separate J^T J products)."""
+    frames = chunk.frames
+    lm = self.landmark_points
+    points = chunk.points[:, lm]
+    projected = []
+    for c in range(params.cameras.count):
+        proj = project(points, params.cameras, c, derivatives=equations is not None)
+        # Rows are ordered (coordinate, landmark), matching the Jacobians' layout.
+        weight = self.inv_sigma[frames, c][:, None, :]                  # (n, 1, S)
+        pixels = proj.pixels.transpose(0, 2, 1)                         # (n, 2, S)
+        residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight
+        sum_sq[frames] += np.sum(residual ** 2, axis=(1, 2))
+        terms.add("landmarks", residual)
+        if equations is None:
+            projected.append((pixels, None, None))
+            continue
+        d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
+        d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size if with_shared else 0,), dtype=np.float32)
+        if chunk.d_identity is not None and with_shared:
+            d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
+        focal_col = layout.focal_column(c)
+        if focal_col is not None and with_shared:
+            d_shared[..., focal_col] = proj.d_log_focal.transpose(0, 2, 1)
+        extrinsic_cols = layout.extrinsic_columns(c)
+        if extrinsic_cols is not None and with_shared:
+            d_shared[..., extrinsic_cols] = proj.d_extrinsics.transpose(0, 2, 1, 3)
+        n = len(frames)
+        w = weight[..., None]
+        if not with_shared:
+            d_shared = None
+        equations.add_frame_rows(frames, residual.reshape(n, -1), (d_frame * w).reshape(n, -1, layout.frame_size),
+                                 None if d_shared is None else (d_shared * w).reshape(n, -1, layout.shared_size))
+        projected.append((pixels, d_frame, d_shared))
+    watched = self.temporal_subset
+    return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
+
+
 @contextlib.contextmanager
 def baseline_kernels() -> Iterator[None]:
     """Run the enclosed fits with the frozen kernels."""
-    saved = point_rig.evaluate, point_rig.jacobians
-    point_rig.evaluate, point_rig.jacobians = evaluate, jacobians
+    saved = point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks
+    point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks = evaluate, jacobians, _landmarks
     try:
         yield
     finally:
-        point_rig.evaluate, point_rig.jacobians = saved
+        point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks = saved

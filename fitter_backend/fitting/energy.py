@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from fitter_backend.fitting import point_rig
+from fitter_backend.fitting import point_rig, rig_kernels
 from fitter_backend.fitting.cameras import project
 from fitter_backend.fitting.intersection import IntersectionGeometry, intersection_geometry
 from fitter_backend.fitting.normal_equations import NormalEquations
@@ -45,16 +45,6 @@ class _Chunk:
     d_identity: np.ndarray | None  # (n, 3, P, I)
     state: point_rig.PointState
     jac: point_rig.PointJacobians | None
-
-
-def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
-    """Per point (2 x 3) @ (3 x K): d_world (n, S, 2, 3), d_points (n, 3, S, K) -> (n, 2, S, K),
-    as broadcast multiply-adds over contiguous rows (faster than many tiny matmuls)."""
-    d = d_world.transpose(0, 2, 3, 1)[..., None].astype(d_points.dtype)  # (n, 2, 3, S, 1)
-    out = d[:, :, 0] * d_points[:, None, 0]
-    out += d[:, :, 1] * d_points[:, None, 1]
-    out += d[:, :, 2] * d_points[:, None, 2]
-    return out
 
 
 class _Tally:
@@ -176,41 +166,55 @@ class ShotEnergy:
     def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,
                    equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray,
                    with_shared: bool = True) -> list:
-        """Adds the landmark rows; returns per camera (pixels, d_frame, d_shared) for E_temporal."""
+        """Adds the landmark rows; returns per camera (frames, (pixels, d_frame, d_shared)) of
+        the landmarks E_temporal watches."""
         frames = chunk.frames
         lm = self.landmark_points
         points = chunk.points[:, lm]
+        watched = self.temporal_subset
         projected = []
         for c in range(params.cameras.count):
             proj = project(points, params.cameras, c, derivatives=equations is not None)
             # Rows are ordered (coordinate, landmark), matching the Jacobians' layout.
-            weight = self.inv_sigma[frames, c][:, None, :]                  # (n, 1, S)
+            weight = self.inv_sigma[frames, c]                               # (n, S)
             pixels = proj.pixels.transpose(0, 2, 1)                         # (n, 2, S)
-            residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight
+            residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight[:, None]
             sum_sq[frames] += np.sum(residual ** 2, axis=(1, 2))
             terms.add("landmarks", residual)
             if equations is None:
-                projected.append((pixels, None, None))
+                projected.append((pixels[:, :, watched], None, None))
                 continue
-            d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
-            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size if with_shared else 0,), dtype=np.float32)
-            if chunk.d_identity is not None and with_shared:
-                d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
-            focal_col = layout.focal_column(c)
-            if focal_col is not None and with_shared:
-                d_shared[..., focal_col] = proj.d_log_focal.transpose(0, 2, 1)
-            extrinsic_cols = layout.extrinsic_columns(c)
-            if extrinsic_cols is not None and with_shared:
-                d_shared[..., extrinsic_cols] = proj.d_extrinsics.transpose(0, 2, 1, 3)
             n = len(frames)
-            w = weight[..., None]
-            if not with_shared:
-                d_shared = None
-            equations.add_frame_rows(frames, residual.reshape(n, -1), (d_frame * w).reshape(n, -1, layout.frame_size),
-                                     None if d_shared is None else (d_shared * w).reshape(n, -1, layout.shared_size))
-            projected.append((pixels, d_frame, d_shared))
-        watched = self.temporal_subset
-        return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
+            rows = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared)
+            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]))
+            # E_temporal differentiates the unweighted projection of the watched landmarks.
+            plain = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
+            p = layout.frame_size
+            projected.append((pixels[:, :, watched], plain[..., :p], plain[..., p:] if with_shared else None))
+        return [(frames, p) for p in projected]
+
+    def _projected_rows(self, chunk: _Chunk, proj, layout: Layout, camera: int, points, weight: np.ndarray,
+                        with_shared: bool) -> np.ndarray:
+        """(n, 2, S', p + q) float32 rows of projected points ``points`` (a slice or indices of the
+        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns."""
+        n, p = len(chunk.frames), layout.frame_size
+        d_world = proj.d_world[:, points]
+        num = d_world.shape[1]
+        rows = np.zeros((n, 2, num, p + (layout.shared_size if with_shared else 0)), dtype=np.float32)
+        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0)
+        if not with_shared:
+            return rows
+        if chunk.d_identity is not None:
+            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p)
+        w = weight[:, None]
+        focal_col = layout.focal_column(camera)
+        if focal_col is not None:
+            rows[..., p + focal_col] = proj.d_log_focal[:, points].transpose(0, 2, 1) * w
+        extrinsic_cols = layout.extrinsic_columns(camera)
+        if extrinsic_cols is not None:
+            rows[..., p + extrinsic_cols.start: p + extrinsic_cols.stop] = (
+                proj.d_extrinsics[:, points].transpose(0, 2, 1, 3) * w[..., None])
+        return rows
 
     # -- E_temporal -------------------------------------------------------------------------
     def _temporal(self, projected: list, previous, equations: NormalEquations | None, terms: _Tally):

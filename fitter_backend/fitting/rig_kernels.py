@@ -99,3 +99,26 @@ def rotation_derivative(moved: np.ndarray, origins_world: np.ndarray, world_axes
                     out[n, 1, s, k, a] += a2 * l0 - a0 * l2
                     out[n, 2, s, k, a] += a0 * l1 - a1 * l0
     return out
+
+
+@numba.njit(cache=True)
+def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, out: np.ndarray,
+                 column: int) -> None:
+    """Rows of projected points, chain rule per point: out[n, r, s, column + k] =
+    weight[n, s] sum_c d_world[n, s, r, c] d_points[n, c, s, k].
+
+    d_world (N, S, 2, 3) d pixels / d world point; d_points (N, 3, S, K) float32; weight (N, S);
+    out (N, 2, S, K') float32, K' >= column + K.
+    """
+    n_frames, n_points, k_size = d_points.shape[0], d_points.shape[2], d_points.shape[3]
+    for n in range(n_frames):
+        for s in range(n_points):
+            w = weight[n, s]
+            x, y, z = d_points[n, 0, s], d_points[n, 1, s], d_points[n, 2, s]
+            for r in range(2):
+                a0 = np.float32(w * d_world[n, s, r, 0])
+                a1 = np.float32(w * d_world[n, s, r, 1])
+                a2 = np.float32(w * d_world[n, s, r, 2])
+                row = out[n, r, s, column:column + k_size]
+                for k in range(k_size):
+                    row[k] = a0 * x[k] + a1 * y[k] + a2 * z[k]
