@@ -150,13 +150,11 @@ class ShotEnergy:
                                    params.rotations[frames], params.translation_m[frames])
         if not derivatives:
             return _Chunk(frames, state.points, None, None, state, None)
-        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
-                                  with_identity=with_identity, with_expression=with_expression)
         n, num_points = state.points.shape[:2]
         d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
-        if with_expression:
-            d_frame[..., layout.expression_slice] = jac.expression
-        d_frame[..., layout.rotation_slice] = jac.rotation.reshape(n, 3, num_points, -1)
+        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
+                                  with_identity=with_identity, with_expression=with_expression, frame_out=d_frame,
+                                  frame_columns=(layout.expression_slice.start, layout.rotation_slice.start))
         for c in range(3):
             d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
         d_identity = jac.identity if with_identity else None

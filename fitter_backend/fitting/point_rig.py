@@ -175,15 +175,15 @@ class PointJacobians:
     """
 
     identity: np.ndarray
-    expression: np.ndarray
-    rotation: np.ndarray
+    expression: np.ndarray | None
+    rotation: np.ndarray | None
     world_axes: np.ndarray
 
 
-def _shape_derivative(rig: PointRig, state: PointState, pair_basis: np.ndarray, joint_basis: np.ndarray
-                      ) -> np.ndarray:
-    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K)
-    float32.
+def _shape_derivative(rig: PointRig, state: PointState, pair_basis: np.ndarray, joint_basis: np.ndarray,
+                      out: np.ndarray, column: int) -> None:
+    """Adds d points / d coefficients of a basis moving both the points and the rest joints to
+    out[..., column:column + K] (N, 3, S, K') float32.
 
     Per point: sum over its pairs of R_j U_q + w_q (d o_j - R_j d J_j).
     """
@@ -194,26 +194,42 @@ def _shape_derivative(rig: PointRig, state: PointState, pair_basis: np.ndarray, 
         p = rig.parents[j]
         d_origin[:, j] = d_origin[:, p] + state.rotations_world[:, p] @ (joint_basis[j] - joint_basis[p])
     d_offset = d_origin - state.rotations_world @ joint_basis[None]  # (N, J, 3, K)
-    return rig_kernels.shape_derivative(state.rotations_world, d_offset, pair_basis, rig.pair_point,
-                                        rig.pair_joint, rig.pair_weight, rig.num_points)
+    rig_kernels.shape_derivative(state.rotations_world, d_offset, pair_basis, rig.pair_point, rig.pair_joint,
+                                 rig.pair_weight, out, column)
 
 
 def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotations: np.ndarray,
-              with_identity: bool = True, with_expression: bool = True) -> PointJacobians:
-    """Analytic derivatives of the points in ``state`` (from :func:`evaluate`)."""
+              with_identity: bool = True, with_expression: bool = True, frame_out: np.ndarray | None = None,
+              frame_columns: tuple[int, int] = (0, 0)) -> PointJacobians:
+    """Analytic derivatives of the points in ``state`` (from :func:`evaluate`).
+
+    With ``frame_out`` (N, 3, S, p) float32 zeros, the expression derivatives are added to its
+    columns from ``frame_columns[0]`` and the rotation derivatives (joint-major, 3 J) from
+    ``frame_columns[1]`` (no copies), and ``expression`` and ``rotation`` are returned as None.
+    """
     num_frames, num_points = state.points.shape[:2]
-    identity_d = (_shape_derivative(rig, state, rig.pair_identity32, rig.joint_identity)
-                  if with_identity else np.zeros((num_frames, 3, num_points, 0), dtype=np.float32))
-    expression_d = (_shape_derivative(rig, state, rig.pair_expression32, rig.joint_expression)
-                    if with_expression else np.zeros((num_frames, 3, num_points, 0), dtype=np.float32))
+    identity_d = np.zeros((num_frames, 3, num_points, rig.num_identity if with_identity else 0), dtype=np.float32)
+    if with_identity:
+        _shape_derivative(rig, state, rig.pair_identity32, rig.joint_identity, identity_d, 0)
+    if frame_out is None:
+        expression_d = np.zeros((num_frames, 3, num_points, rig.num_expression if with_expression else 0),
+                                dtype=np.float32)
+        rotation_d = np.zeros((num_frames, 3, num_points, rig.num_joints * 3))
+        expression_out, expression_column, rotation_out, rotation_column = expression_d, 0, rotation_d, 0
+    else:
+        expression_d = rotation_d = None
+        expression_out, rotation_out = frame_out, frame_out
+        expression_column, rotation_column = frame_columns
+    if with_expression:
+        _shape_derivative(rig, state, rig.pair_expression32, rig.joint_expression, expression_out, expression_column)
 
     # Rotating joint k about world axis a moves its subtree rigidly about o_k: dx = a x lever.
     parent_world = np.concatenate(
         [np.broadcast_to(np.eye(3), (num_frames, 1, 3, 3)),
          state.rotations_world[:, np.maximum(rig.parents[1:], 0)]], axis=1)
     world_axes = parent_world @ left_jacobian_so3(rotations)            # (N, J, 3, 3)
-    rotation_d = rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree,
-                                                 rig.pair_point, rig.pair_joint, rig.pair_weight, num_points)
+    rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree, rig.pair_point,
+                                    rig.pair_joint, rig.pair_weight, rotation_out, rotation_column)
     if rig.pair_correctives.shape[2]:
         # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
@@ -221,5 +237,8 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
             block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
             d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
             per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, rig.pair_joint], d_rest, optimize=True)
-            rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+            columns = slice(rotation_column + 3 * k, rotation_column + 3 * k + 3)
+            rotation_out[..., columns] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+    if rotation_d is not None:
+        rotation_d = rotation_d.reshape(num_frames, 3, num_points, rig.num_joints, 3)
     return PointJacobians(identity_d, expression_d, rotation_d, world_axes)

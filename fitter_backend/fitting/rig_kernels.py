@@ -47,15 +47,14 @@ def pose_pairs(rest: np.ndarray, joints: np.ndarray, rotations_world: np.ndarray
 @numba.njit(cache=True)
 def shape_derivative(rotations_world: np.ndarray, d_offset: np.ndarray, pair_basis: np.ndarray,
                      pair_point: np.ndarray, pair_joint: np.ndarray, pair_weight: np.ndarray,
-                     num_points: int) -> np.ndarray:
-    """d points / d coefficients of a basis moving points and rest joints, (N, 3, S, K) float32:
-    sum over the point's pairs of R_j U_q + w_q d_offset_j.
+                     out: np.ndarray, column: int) -> None:
+    """Adds d points / d coefficients of a basis moving points and rest joints to
+    out[..., column:column + K]: per point, the sum over its pairs of R_j U_q + w_q d_offset_j.
 
     rotations_world (N, J, 3, 3); d_offset (N, J, 3, K) = d o_j - R_j d J_j; pair_basis (Q, 3, K)
-    float32.
+    float32; out (N, 3, S, K') float32.
     """
     n_frames, n_pairs, k_size = rotations_world.shape[0], pair_basis.shape[0], pair_basis.shape[2]
-    out = np.zeros((n_frames, 3, num_points, k_size), dtype=np.float32)
     for n in range(n_frames):
         offset = d_offset[n].astype(np.float32)
         for q in range(n_pairs):
@@ -65,25 +64,23 @@ def shape_derivative(rotations_world: np.ndarray, d_offset: np.ndarray, pair_bas
                 r0 = np.float32(rotations_world[n, j, c, 0])
                 r1 = np.float32(rotations_world[n, j, c, 1])
                 r2 = np.float32(rotations_world[n, j, c, 2])
-                row = out[n, c, s]
+                row = out[n, c, s, column:column + k_size]
                 for k in range(k_size):
                     row[k] += (r0 * pair_basis[q, 0, k] + r1 * pair_basis[q, 1, k] + r2 * pair_basis[q, 2, k]
                                + w * offset[j, c, k])
-    return out
 
 
 @numba.njit(cache=True)
 def rotation_derivative(moved: np.ndarray, origins_world: np.ndarray, world_axes: np.ndarray,
                         subtree: np.ndarray, pair_point: np.ndarray, pair_joint: np.ndarray,
-                        pair_weight: np.ndarray, num_points: int) -> np.ndarray:
-    """d points / d axis-angle of every joint, (N, 3, S, J, 3): rotating joint k about world
-    axis a moves the pairs of k's subtree about o_k, dx = a x (y_q - w_q o_k).
+                        pair_weight: np.ndarray, out: np.ndarray, column: int) -> None:
+    """Adds d points / d axis-angle of every joint to out[..., column + 3 k + a]: rotating joint k
+    about world axis a moves the pairs of k's subtree about o_k, dx = a x (y_q - w_q o_k).
 
     moved (N, Q, 3); origins_world (N, J, 3); world_axes (N, J, 3, 3) with the axes as columns;
-    subtree (J, J) bool, [k, j] when j is k or below k.
+    subtree (J, J) bool, [k, j] when j is k or below k; out (N, 3, S, K').
     """
     n_frames, n_pairs, n_joints = moved.shape[0], moved.shape[1], subtree.shape[0]
-    out = np.zeros((n_frames, 3, num_points, n_joints, 3))
     for n in range(n_frames):
         for q in range(n_pairs):
             j, s, w = pair_joint[q], pair_point[q], pair_weight[q]
@@ -95,10 +92,10 @@ def rotation_derivative(moved: np.ndarray, origins_world: np.ndarray, world_axes
                 l2 = moved[n, q, 2] - w * origins_world[n, k, 2]
                 for a in range(3):
                     a0, a1, a2 = world_axes[n, k, 0, a], world_axes[n, k, 1, a], world_axes[n, k, 2, a]
-                    out[n, 0, s, k, a] += a1 * l2 - a2 * l1
-                    out[n, 1, s, k, a] += a2 * l0 - a0 * l2
-                    out[n, 2, s, k, a] += a0 * l1 - a1 * l0
-    return out
+                    col = column + 3 * k + a
+                    out[n, 0, s, col] += a1 * l2 - a2 * l1
+                    out[n, 1, s, col] += a2 * l0 - a0 * l2
+                    out[n, 2, s, col] += a0 * l1 - a1 * l0
 
 
 @numba.njit(cache=True)
