@@ -13,13 +13,13 @@ import dataclasses
 import numpy as np
 
 from fitter_backend.fitting import point_rig, rig_kernels
-from fitter_backend.fitting.cameras import project
+from fitter_backend.fitting.cameras import Cameras, Projection
 from fitter_backend.fitting.intersection import IntersectionGeometry, intersection_geometry
 from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import skew, surface_points
+from fitter_backend.head_models.lbs import left_jacobian_so3, rodrigues, skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
 
@@ -45,6 +45,19 @@ class _Chunk:
     d_identity: np.ndarray | None  # (n, 3, P, I)
     state: point_rig.PointState
     jac: point_rig.PointJacobians | None
+
+
+def project(points: np.ndarray, cameras: Cameras, camera: int, derivatives: bool = True) -> Projection:
+    """:func:`fitter_backend.fitting.cameras.project` by a compiled kernel: the same figures,
+    without the dozens of numpy calls that dominate it for one frame's few hundred points."""
+    rotation_vector = cameras.rotation[camera]
+    cx, cy = cameras.principal_point_px[camera]
+    pixels, camera_points, d_world, d_log_focal, d_extrinsics = rig_kernels.project_points(
+        np.asarray(points, dtype=np.float64), rodrigues(rotation_vector), cameras.translation_m[camera],
+        float(cameras.focal_px[camera]), float(cx), float(cy), left_jacobian_so3(rotation_vector), derivatives)
+    if not derivatives:
+        return Projection(pixels, camera_points)
+    return Projection(pixels, camera_points, d_world, d_log_focal, d_extrinsics)
 
 
 class _Tally:

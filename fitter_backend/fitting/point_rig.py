@@ -55,6 +55,8 @@ class PointRig:
     subtree: np.ndarray
     pair_identity32: np.ndarray
     pair_expression32: np.ndarray
+    # The last identity's shaped pairs and rest joints: a solve poses the same identity many times.
+    identity_cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_identity(self) -> int:
@@ -144,19 +146,31 @@ class PointState:
     moved: np.ndarray            # (N, Q, 3) each pair's contribution y_q (before translation)
 
 
+def _shaped(rig: PointRig, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (Q, 3) and rest joints (J, 3) of an identity with zero expression, cached for the
+    last identity seen."""
+    key = np.asarray(identity, dtype=np.float64).tobytes()
+    shaped = rig.identity_cache.get(key)
+    if shaped is None:
+        shaped = (rig.pair_template + rig.pair_identity @ identity, rig.joint_template + rig.joint_identity @ identity)
+        rig.identity_cache.clear()
+        rig.identity_cache[key] = shaped
+    return shaped
+
+
 def evaluate(rig: PointRig, identity: np.ndarray, expression: np.ndarray, rotations: np.ndarray,
              translation: np.ndarray) -> PointState:
     """Posed points of N frames.
 
     identity (I,) shared; expression (N, E); rotations (N, J, 3) axis-angle; translation (N, 3).
     """
-    joints = (rig.joint_template + rig.joint_identity @ identity)[None] + np.einsum(
-        "jck,nk->njc", rig.joint_expression, expression)
+    pairs_shaped, joints_shaped = _shaped(rig, identity)
+    n = len(expression)
+    joints = joints_shaped[None] + (expression @ rig.joint_expression.reshape(-1, rig.num_expression).T).reshape(
+        n, -1, 3)
     rotations_local = rodrigues(rotations)
     rotations_world, origins_world = kinematic_chain(rotations_local, joints, rig.parents)
-    n = len(expression)
-    rest = ((rig.pair_template + rig.pair_identity @ identity)[None]
-            + (expression @ rig.pair_expression.reshape(-1, rig.num_expression).T).reshape(n, -1, 3))
+    rest = pairs_shaped[None] + (expression @ rig.pair_expression.reshape(-1, rig.num_expression).T).reshape(n, -1, 3)
     if rig.pair_correctives.shape[2]:
         rest = rest + np.einsum("qcp,np->nqc", rig.pair_correctives, pose_feature(rotations_local), optimize=True)
     moved, points = rig_kernels.pose_pairs(rest, joints, rotations_world, origins_world,

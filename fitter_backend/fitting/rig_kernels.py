@@ -119,3 +119,53 @@ def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, 
                 row = out[n, r, s, column:column + k_size]
                 for k in range(k_size):
                     row[k] = a0 * x[k] + a1 * y[k] + a2 * z[k]
+
+
+@numba.njit(cache=True)
+def project_points(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, focal: float, cx: float,
+                   cy: float, rotation_jacobian: np.ndarray, derivatives: bool):
+    """Pinhole projection of world points (N, S, 3) by X = R x + t, depth z = max(-X_z, 1 mm):
+    u = cx + f X_x / z, v = cy - f X_y / z (see :mod:`fitter_backend.fitting.cameras`).
+
+    rotation (3, 3); translation (3,); rotation_jacobian (3, 3) the camera's left Jacobian J_l(w).
+    Returns pixels (N, S, 2), camera_points (N, S, 3) and, with ``derivatives`` (else empty):
+    d_world (N, S, 2, 3), d_log_focal (N, S, 2), d_extrinsics (N, S, 2, 6) over (w, t).
+    """
+    n_frames, n_points = points.shape[0], points.shape[1]
+    m, k = (n_frames, n_points) if derivatives else (0, 0)
+    pixels = np.empty((n_frames, n_points, 2))
+    camera_points = np.empty((n_frames, n_points, 3))
+    d_world = np.empty((m, k, 2, 3))
+    d_log_focal = np.empty((m, k, 2))
+    d_extrinsics = np.empty((m, k, 2, 6))
+    rotated = np.empty(3)
+    d_camera = np.empty((2, 3))
+    for n in range(n_frames):
+        for s in range(n_points):
+            for c in range(3):
+                rotated[c] = rotation[c, 0] * points[n, s, 0] + rotation[c, 1] * points[n, s, 1] + \
+                    rotation[c, 2] * points[n, s, 2]
+                camera_points[n, s, c] = rotated[c] + translation[c]
+            depth = max(-camera_points[n, s, 2], 1e-3)
+            x_over_z = camera_points[n, s, 0] / depth
+            y_over_z = camera_points[n, s, 1] / depth
+            pixels[n, s, 0] = cx + focal * x_over_z
+            pixels[n, s, 1] = cy - focal * y_over_z
+            if not derivatives:
+                continue
+            d_camera[0, 0], d_camera[0, 1], d_camera[0, 2] = focal / depth, 0.0, focal * x_over_z / depth
+            d_camera[1, 0], d_camera[1, 1], d_camera[1, 2] = 0.0, -focal / depth, -focal * y_over_z / depth
+            d_log_focal[n, s, 0] = focal * x_over_z
+            d_log_focal[n, s, 1] = -focal * y_over_z
+            for r in range(2):
+                for c in range(3):
+                    d_world[n, s, r, c] = (d_camera[r, 0] * rotation[0, c] + d_camera[r, 1] * rotation[1, c]
+                                           + d_camera[r, 2] * rotation[2, c])
+                    d_extrinsics[n, s, r, 3 + c] = d_camera[r, c]
+                    # dX/dw column c = -(R x) x J_l[:, c] = J_l[:, c] x (R x)
+                    a0, a1, a2 = rotation_jacobian[0, c], rotation_jacobian[1, c], rotation_jacobian[2, c]
+                    e0 = a1 * rotated[2] - a2 * rotated[1]
+                    e1 = a2 * rotated[0] - a0 * rotated[2]
+                    e2 = a0 * rotated[1] - a1 * rotated[0]
+                    d_extrinsics[n, s, r, c] = d_camera[r, 0] * e0 + d_camera[r, 1] * e1 + d_camera[r, 2] * e2
+    return pixels, camera_points, d_world, d_log_focal, d_extrinsics
