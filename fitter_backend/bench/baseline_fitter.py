@@ -3,7 +3,8 @@ that one benchmark run prints before/after ratios against them (``fit --against-
 
 :func:`baseline_kernels` swaps them in for the duration of a ``with`` block; the solver, the
 energy terms and everything else stay the current code, so the ratio isolates the kernels.
-Frozen from commit 34c2e95: point_rig.evaluate, point_rig.jacobians and ShotEnergy._landmarks.
+Frozen from commit 34c2e95: point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks and
+ShotEnergy._intersections.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import Layout, Parameters
 from fitter_backend.fitting.point_rig import PointJacobians, PointRig, PointState
 from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
-                                            rodrigues_derivative)
+                                            rodrigues_derivative, skew)
 
 
 class _Dense:
@@ -171,12 +172,80 @@ def _landmarks(self: ShotEnergy, chunk, params: Parameters, layout: Layout,
     return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
 
 
+def _intersections(self: ShotEnergy, chunk, layout: Layout, equations: NormalEquations | None,
+                   terms: _Tally) -> None:
+    """ShotEnergy._intersections before the kernels (Jacobian rows for every vertex)."""
+    geometry = self.geometry
+    weight = self.settings.intersect_weight_per_m
+    n = len(chunk.frames)
+    rows, d_frame_rows, d_identity_rows = [], [], []
+
+    # Eyelids outside the eyeball spheres: r = w max(0, radius - |x - c|).
+    eyelid = chunk.points[:, self.eyelid_points]
+    eye_point = self.eye_points[geometry.eyelid_eye]
+    offset = eyelid - chunk.points[:, eye_point]
+    distance = np.linalg.norm(offset, axis=2)
+    depth = geometry.eye_radii_m[geometry.eyelid_eye] - distance
+    active = depth > 0
+    rows.append(weight * np.where(active, depth, 0.0))
+    if equations is not None:
+        normal = offset / np.maximum(distance, 1e-12)[..., None]
+        scale = np.where(active, -weight, 0.0)[..., None]
+        d_rel = chunk.d_frame[:, :, self.eyelid_points] - chunk.d_frame[:, :, eye_point]
+        d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", normal, d_rel))
+        if chunk.d_identity is not None:
+            d_rel_id = chunk.d_identity[:, :, self.eyelid_points] - chunk.d_identity[:, :, eye_point]
+            d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", normal, d_rel_id))
+
+    # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)),
+    # x_local = R_joint^T (x - anchor).
+    lips = self.lip_points
+    for h, hull in enumerate(geometry.hulls):
+        anchor_point = self.anchor_points[h]
+        rotation = chunk.state.rotations_world[:, hull.joint]                     # (n, 3, 3)
+        relative = chunk.points[:, lips] - chunk.points[:, [anchor_point]]          # (n, V, 3)
+        local = np.einsum("ndc,nvd->nvc", rotation, relative)                    # R^T (x - o)
+        signed = local @ hull.normals.T + hull.offsets                           # (n, V, H)
+        nearest = np.argmax(signed, axis=2)
+        depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
+        active = depth > 0
+        rows.append(weight * np.where(active, depth, 0.0))
+        if equations is None:
+            continue
+        # d x_local = R^T (dx - do + [x - o]x A_m) for rotations of the hull joint and its ancestors.
+        plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest])  # R n
+        scale = np.where(active, -weight, 0.0)[..., None]
+        d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [anchor_point]]      # (n, 3, V, p)
+        ancestors = np.flatnonzero(self.rig.subtree[:, hull.joint])
+        rotation_cols = d_rel[..., layout.rotation_slice].reshape(n, 3, -1, layout.num_joints, 3)
+        world_axes = chunk.jac.world_axes                                        # (n, J, 3, 3)
+        for m in ancestors:
+            rotation_cols[..., m, :] += (skew(relative) @ world_axes[:, None, m]).transpose(0, 2, 1, 3)
+        d_rel[..., layout.rotation_slice] = rotation_cols.reshape(n, 3, -1, 3 * layout.num_joints)
+        d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", plane_world, d_rel))
+        if chunk.d_identity is not None:
+            d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [anchor_point]]
+            d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", plane_world, d_rel_id))
+
+    residual = np.concatenate(rows, axis=1)
+    terms.add("intersect", residual)
+    if equations is None:
+        return
+    d_frame = np.concatenate(d_frame_rows, axis=1)
+    d_shared = None
+    if d_identity_rows:
+        d_shared = np.zeros(d_frame.shape[:2] + (layout.shared_size,))
+        d_shared[..., : layout.num_identity] = np.concatenate(d_identity_rows, axis=1)
+    equations.add_frame_rows(chunk.frames, residual, d_frame, d_shared)
+
+
 @contextlib.contextmanager
 def baseline_kernels() -> Iterator[None]:
     """Run the enclosed fits with the frozen kernels."""
-    saved = point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks
-    point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks = evaluate, jacobians, _landmarks
+    saved = point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks, ShotEnergy._intersections
+    point_rig.evaluate, point_rig.jacobians = evaluate, jacobians
+    ShotEnergy._landmarks, ShotEnergy._intersections = _landmarks, _intersections
     try:
         yield
     finally:
-        point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks = saved
+        point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks, ShotEnergy._intersections = saved

@@ -272,10 +272,12 @@ class ShotEnergy:
     # -- E_intersect ------------------------------------------------------------------------
     def _intersections(self, chunk: _Chunk, layout: Layout, equations: NormalEquations | None,
                        terms: _Tally) -> None:
+        """Rows of penetration depths. Only vertices that penetrate in some frame of the chunk
+        get Jacobian rows: the others' rows are zero (most lids and lips, most of the time)."""
         geometry = self.geometry
         weight = self.settings.intersect_weight_per_m
         n = len(chunk.frames)
-        rows, d_frame_rows, d_identity_rows = [], [], []
+        rows, hit_rows, d_frame_rows, d_identity_rows = [], [], [], []
 
         # Eyelids outside the eyeball spheres: r = w max(0, radius - |x - c|).
         eyelid = chunk.points[:, self.eyelid_points]
@@ -285,13 +287,16 @@ class ShotEnergy:
         depth = geometry.eye_radii_m[geometry.eyelid_eye] - distance
         active = depth > 0
         rows.append(weight * np.where(active, depth, 0.0))
-        if equations is not None:
-            normal = offset / np.maximum(distance, 1e-12)[..., None]
-            scale = np.where(active, -weight, 0.0)[..., None]
-            d_rel = chunk.d_frame[:, :, self.eyelid_points] - chunk.d_frame[:, :, eye_point]
+        hit = np.flatnonzero(active.any(axis=0))
+        if equations is not None and len(hit):
+            hit_rows.append(rows[-1][:, hit])
+            normal = offset[:, hit] / np.maximum(distance[:, hit], 1e-12)[..., None]
+            scale = np.where(active[:, hit], -weight, 0.0)[..., None]
+            lid_ids, eye_ids = self.eyelid_points.start + hit, eye_point[hit]
+            d_rel = chunk.d_frame[:, :, lid_ids] - chunk.d_frame[:, :, eye_ids]
             d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", normal, d_rel))
             if chunk.d_identity is not None:
-                d_rel_id = chunk.d_identity[:, :, self.eyelid_points] - chunk.d_identity[:, :, eye_point]
+                d_rel_id = chunk.d_identity[:, :, lid_ids] - chunk.d_identity[:, :, eye_ids]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", normal, d_rel_id))
 
         # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)),
@@ -307,12 +312,15 @@ class ShotEnergy:
             depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
             active = depth > 0
             rows.append(weight * np.where(active, depth, 0.0))
-            if equations is None:
+            hit = np.flatnonzero(active.any(axis=0))
+            if equations is None or not len(hit):
                 continue
+            hit_rows.append(rows[-1][:, hit])
+            lip_ids, relative = lips.start + hit, relative[:, hit]
             # d x_local = R^T (dx - do + [x - o]x A_m) for rotations of the hull joint and its ancestors.
-            plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest])  # R n
-            scale = np.where(active, -weight, 0.0)[..., None]
-            d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [anchor_point]]      # (n, 3, V, p)
+            plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest[:, hit]])  # R n
+            scale = np.where(active[:, hit], -weight, 0.0)[..., None]
+            d_rel = chunk.d_frame[:, :, lip_ids] - chunk.d_frame[:, :, [anchor_point]]  # (n, 3, V', p)
             ancestors = np.flatnonzero(self.rig.subtree[:, hull.joint])
             rotation_cols = d_rel[..., layout.rotation_slice].reshape(n, 3, -1, layout.num_joints, 3)
             world_axes = chunk.jac.world_axes                                        # (n, J, 3, 3)
@@ -321,19 +329,18 @@ class ShotEnergy:
             d_rel[..., layout.rotation_slice] = rotation_cols.reshape(n, 3, -1, 3 * layout.num_joints)
             d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", plane_world, d_rel))
             if chunk.d_identity is not None:
-                d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [anchor_point]]
+                d_rel_id = chunk.d_identity[:, :, lip_ids] - chunk.d_identity[:, :, [anchor_point]]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", plane_world, d_rel_id))
 
-        residual = np.concatenate(rows, axis=1)
-        terms.add("intersect", residual)
-        if equations is None:
+        terms.add("intersect", np.concatenate(rows, axis=1))
+        if equations is None or not hit_rows:
             return
         d_frame = np.concatenate(d_frame_rows, axis=1)
         d_shared = None
         if d_identity_rows:
             d_shared = np.zeros(d_frame.shape[:2] + (layout.shared_size,))
             d_shared[..., : layout.num_identity] = np.concatenate(d_identity_rows, axis=1)
-        equations.add_frame_rows(chunk.frames, residual, d_frame, d_shared)
+        equations.add_frame_rows(chunk.frames, np.concatenate(hit_rows, axis=1), d_frame, d_shared)
 
     # -- priors -------------------------------------------------------------------------------
     def _priors(self, params: Parameters, layout: Layout, equations: NormalEquations | None,
