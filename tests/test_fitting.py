@@ -109,6 +109,25 @@ def test_each_term_gradient_matches_finite_differences(term, weights):
     assert np.abs(analytic_shared - numeric_shared).max() / scale < 1e-4
 
 
+def test_stacked_rows_accumulate_like_separate_frame_and_shared_rows():
+    """add_stacked_rows (one Gram matrix per frame of [frame | shared] columns) adds the same
+    J^T J blocks and gradients as add_frame_rows with the columns apart, and with q' = 0 leaves z alone."""
+    rng = np.random.default_rng(4)
+    n, p, q, rows = 3, 4, 3, 7
+    frames = np.array([0, 2, 3])
+    residual = rng.normal(size=(n, rows))
+    jacobian = rng.normal(size=(n, rows, p + q)).astype(np.float32)
+    stacked, separate = NormalEquations(4, p, q), NormalEquations(4, p, q)
+    stacked.add_stacked_rows(frames, residual, jacobian)
+    separate.add_frame_rows(frames, residual, jacobian[..., :p], jacobian[..., p:])
+    for name in ("frame_frame", "frame_shared", "shared_shared", "frame_gradient", "shared_gradient"):
+        assert np.allclose(getattr(stacked, name), getattr(separate, name), rtol=1e-5, atol=1e-5), name
+    frame_only = NormalEquations(4, p, q)
+    frame_only.add_stacked_rows(frames, residual, jacobian[..., :p])
+    assert np.allclose(frame_only.frame_frame, separate.frame_frame, rtol=1e-5, atol=1e-5)
+    assert not frame_only.shared_shared.any() and not frame_only.frame_shared.any()
+
+
 def test_structured_solve_equals_dense_solve():
     rng = np.random.default_rng(3)
     n, p, q = 6, 4, 3

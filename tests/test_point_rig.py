@@ -54,3 +54,22 @@ def test_point_rig_matches_reference_forward_and_jacobians(correctives):
             plus = point_rig.evaluate(rig, identity, expression, rotations + step, translation).points
             minus = point_rig.evaluate(rig, identity, expression, rotations - step, translation).points
             assert np.allclose(jac_rotation[:, s + 3:, :, k, a], ((plus - minus) / (2 * eps))[:, s + 3:], atol=1e-7)
+
+
+def test_compiled_projection_matches_the_camera_model():
+    """The energy's compiled projection gives cameras.project's pixels and derivatives (also for
+    a point behind the camera, where the depth is clamped)."""
+    from fitter_backend.fitting.cameras import Cameras, project
+    from fitter_backend.fitting import energy
+
+    rng = np.random.default_rng(3)
+    cameras = Cameras.create([(640, 480), (800, 600)], [700.0, None], rotations=[None, [0.1, -0.3, 0.05]],
+                             translations_m=[None, [0.02, 0.01, -0.1]])
+    points = rng.normal(size=(3, 20, 3)) * 0.1 + np.array([0.0, 0.0, -0.6])
+    points[0, 0] = [0.0, 0.0, 0.5]
+    for camera in range(2):
+        reference = project(points, cameras, camera)
+        compiled = energy.project(points, cameras, camera)
+        for name in ("pixels", "camera_points", "d_world", "d_log_focal", "d_extrinsics"):
+            assert np.allclose(getattr(compiled, name), getattr(reference, name), rtol=1e-12, atol=1e-9), name
+        assert np.allclose(energy.project(points, cameras, camera, derivatives=False).pixels, reference.pixels)

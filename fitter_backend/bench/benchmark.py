@@ -6,6 +6,7 @@ the fair figure on a machine shared with other work.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -17,6 +18,7 @@ import numpy as np
 import scipy
 
 from fitter_backend.bench import metrics
+from fitter_backend.bench.baseline_fitter import baseline_kernels
 from fitter_backend.bench.baselines import Clock, SolverRun, solve_scipy_trf, solve_torch_lbfgs
 from fitter_backend.bench.problems import PROBLEMS, Problem, first_frames, make_problems
 from fitter_backend.fitting.energy import ShotEnergy
@@ -42,6 +44,8 @@ class BenchConfig:
     flame_identity: int = 100
     flame_expression: int = 50
     cameras: int = 4
+    against_baseline: bool = False
+    baseline_repeats: int = 2
 
 
 #: --quick: a smoke run in seconds.
@@ -211,14 +215,51 @@ def environment() -> dict:
     return info
 
 
+def run_against_baseline(problem: Problem, repeats: int, log: Log) -> dict:
+    """Joint fit and real-time mode with the current and the frozen kernels
+    (:mod:`fitter_backend.bench.baseline_fitter`), alternating in this process, ``repeats``
+    times each; the fastest CPU time of each counts (the machine may be shared)."""
+    shot, settings = problem.shot, FitSettings()
+    runs: dict[str, dict[str, list[dict]]] = {"baseline": {"joint": [], "realtime": []},
+                                              "current": {"joint": [], "realtime": []}}
+    for repeat in range(repeats):
+        for which in ("baseline", "current"):
+            log(f"{problem.title}: {which} kernels, repeat {repeat + 1} of {repeats}")
+            with baseline_kernels() if which == "baseline" else contextlib.nullcontext():
+                runs[which]["joint"].append(run_joint_fit(shot, settings))
+                runs[which]["realtime"].append(run_realtime(shot, settings))
+    out = {"problem": problem.key, "title": problem.title, "repeats": repeats}
+    for mode, key in (("joint", "ms_per_frame_cpu"), ("realtime", "tracking_ms_per_frame_cpu")):
+        best = {which: min(runs[which][mode], key=lambda r: r[key]) for which in runs}
+        out[mode] = {which: {"ms_per_frame_cpu": best[which][key],
+                             "vertex_median_mm": best[which]["vertex_median_mm"],
+                             "identity_median_mm": best[which]["identity_median_mm"],
+                             "energy": best[which]["energy"]} for which in runs}
+        out[mode]["speedup_cpu"] = best["baseline"][key] / max(best["current"][key], 1e-12)
+    return out
+
+
+def kernels_first_call_s(problem: Problem) -> float:
+    """Seconds of the first derivative evaluation in this process: numba compiles the kernels
+    here, or loads them from its cache beside the package."""
+    shot = first_frames(problem.shot, 2)
+    energy = ShotEnergy(shot.model, shot.landmarks, shot.observations, FitSettings())
+    clock = Clock()
+    energy.evaluate(shot.truth, Layout.for_problem(shot.model, shot.cameras), True)
+    return clock.cpu()
+
+
 def run(config: BenchConfig, log: Log) -> dict:
     """All figures of the benchmark, JSON-ready."""
     log(f"building {len(config.problems)} problems ({config.frames} frames, {config.landmarks} landmarks)")
     problems = make_problems(config.problems, config.frames, config.landmarks, config.seed,
                              config.flame_identity, config.flame_expression, config.cameras)
-    results = {"config": dataclasses.asdict(config), "problems": [], "baselines": []}
+    results = {"config": dataclasses.asdict(config), "problems": [], "baselines": [], "against_baseline": [],
+               "kernels_first_call_s": kernels_first_call_s(problems[0])}
     for problem in problems:
         results["problems"].append(run_problem(problem, log))
+        if config.against_baseline:
+            results["against_baseline"].append(run_against_baseline(problem, config.baseline_repeats, log))
     if not config.skip_baselines:
         # The baselines are slow: they run on the first monocular problem only.
         mono = [p for p in problems if p.monocular]

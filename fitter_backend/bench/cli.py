@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
                      help=f"expression components of the FLAME-format model (default {defaults.flame_expression})")
     fit.add_argument("--quick", action="store_true",
                      help="small sizes for a smoke run: " + ", ".join(f"{k}={v:g}" for k, v in QUICK.items()))
+    fit.add_argument("--against-baseline", action="store_true",
+                     help="also time every problem with the frozen pre-numba kernels (bench/baseline_fitter.py) "
+                          "and print the speed-up")
+    fit.add_argument("--repeats", type=_count(1),
+                     help=f"runs of each kernel set for --against-baseline (default {defaults.baseline_repeats})")
     fit.add_argument("--seed", type=_count(0), default=0, help="seed of the synthetic shots (default 0)")
     fit.add_argument("--json", type=Path, metavar="PATH", help="also write every figure as JSON to PATH")
     return top
@@ -76,7 +81,9 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
                   "flame_expression"):
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
-    values.update(seed=args.seed, skip_baselines=args.skip_baselines)
+    if args.repeats is not None:
+        values["baseline_repeats"] = args.repeats
+    values.update(seed=args.seed, skip_baselines=args.skip_baselines, against_baseline=args.against_baseline)
     config = dataclasses.replace(BenchConfig(), **values)
     if config.baseline_frames > config.frames:
         raise ValueError(f"--baseline-frames ({config.baseline_frames}) must not exceed --frames ({config.frames})")

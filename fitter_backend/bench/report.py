@@ -98,6 +98,24 @@ def format_baselines(b: dict) -> str:
     return "\n".join(lines)
 
 
+def format_against_baseline(rows: list[dict]) -> str:
+    lines = ["== speed against the frozen pre-numba kernels (same process, alternating; fastest of "
+             f"{rows[0]['repeats']} runs each) =="]
+    header = ["problem", "mode", "before ms/frame", "after ms/frame", "speed-up", "median mm before/after",
+              "energy before/after"]
+    body = []
+    for r in rows:
+        for mode, label in (("joint", "joint fit"), ("realtime", "real-time tracking")):
+            m = r[mode]
+            b, c = m["baseline"], m["current"]
+            body.append([r["title"], label, f"{b['ms_per_frame_cpu']:.2f}", f"{c['ms_per_frame_cpu']:.2f}",
+                         f"{m['speedup_cpu']:.2f}x", f"{b['vertex_median_mm']:.3f} / {c['vertex_median_mm']:.3f}",
+                         f"{b['energy']:.6g} / {c['energy']:.6g}"])
+    lines += _table(header, body)
+    lines.append("CPU ms per frame; real-time figures are per tracked frame (calibration excluded)")
+    return "\n".join(lines)
+
+
 def targets(results: dict) -> list[dict]:
     """Each target with the measured figure and whether it is met."""
     out = []
@@ -154,5 +172,9 @@ def format_results(results: dict) -> str:
              + (f", load average {load[0]:.1f}" if load else "")]
     parts += [format_problem(p) for p in results["problems"]]
     parts += [format_baselines(b) for b in results["baselines"]]
+    if results.get("against_baseline"):
+        parts.append(format_against_baseline(results["against_baseline"]))
+    parts.append(f"first derivative evaluation in this process (numba compile or cache load): "
+                 f"{results['kernels_first_call_s']:.2f} s CPU")
     parts.append(format_targets(results["targets"]))
     return "\n\n".join(parts)

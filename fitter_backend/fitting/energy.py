@@ -12,14 +12,14 @@ import dataclasses
 
 import numpy as np
 
-from fitter_backend.fitting import point_rig
-from fitter_backend.fitting.cameras import project
+from fitter_backend.fitting import point_rig, rig_kernels
+from fitter_backend.fitting.cameras import Cameras, Projection
 from fitter_backend.fitting.intersection import IntersectionGeometry, intersection_geometry
 from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import skew, surface_points
+from fitter_backend.head_models.lbs import left_jacobian_so3, rodrigues, skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
 
@@ -47,14 +47,17 @@ class _Chunk:
     jac: point_rig.PointJacobians | None
 
 
-def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
-    """Per point (2 x 3) @ (3 x K): d_world (n, S, 2, 3), d_points (n, 3, S, K) -> (n, 2, S, K),
-    as broadcast multiply-adds over contiguous rows (faster than many tiny matmuls)."""
-    d = d_world.transpose(0, 2, 3, 1)[..., None].astype(d_points.dtype)  # (n, 2, 3, S, 1)
-    out = d[:, :, 0] * d_points[:, None, 0]
-    out += d[:, :, 1] * d_points[:, None, 1]
-    out += d[:, :, 2] * d_points[:, None, 2]
-    return out
+def project(points: np.ndarray, cameras: Cameras, camera: int, derivatives: bool = True) -> Projection:
+    """:func:`fitter_backend.fitting.cameras.project` by a compiled kernel: the same figures,
+    without the dozens of numpy calls that dominate it for one frame's few hundred points."""
+    rotation_vector = cameras.rotation[camera]
+    cx, cy = cameras.principal_point_px[camera]
+    pixels, camera_points, d_world, d_log_focal, d_extrinsics = rig_kernels.project_points(
+        np.asarray(points, dtype=np.float64), rodrigues(rotation_vector), cameras.translation_m[camera],
+        float(cameras.focal_px[camera]), float(cx), float(cy), left_jacobian_so3(rotation_vector), derivatives)
+    if not derivatives:
+        return Projection(pixels, camera_points)
+    return Projection(pixels, camera_points, d_world, d_log_focal, d_extrinsics)
 
 
 class _Tally:
@@ -160,13 +163,11 @@ class ShotEnergy:
                                    params.rotations[frames], params.translation_m[frames])
         if not derivatives:
             return _Chunk(frames, state.points, None, None, state, None)
-        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
-                                  with_identity=with_identity, with_expression=with_expression)
         n, num_points = state.points.shape[:2]
         d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
-        if with_expression:
-            d_frame[..., layout.expression_slice] = jac.expression
-        d_frame[..., layout.rotation_slice] = jac.rotation.reshape(n, 3, num_points, -1)
+        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
+                                  with_identity=with_identity, with_expression=with_expression, frame_out=d_frame,
+                                  frame_columns=(layout.expression_slice.start, layout.rotation_slice.start))
         for c in range(3):
             d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
         d_identity = jac.identity if with_identity else None
@@ -176,41 +177,55 @@ class ShotEnergy:
     def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,
                    equations: NormalEquations | None, terms: _Tally, sum_sq: np.ndarray,
                    with_shared: bool = True) -> list:
-        """Adds the landmark rows; returns per camera (pixels, d_frame, d_shared) for E_temporal."""
+        """Adds the landmark rows; returns per camera (frames, (pixels, d_frame, d_shared)) of
+        the landmarks E_temporal watches."""
         frames = chunk.frames
         lm = self.landmark_points
         points = chunk.points[:, lm]
+        watched = self.temporal_subset
         projected = []
         for c in range(params.cameras.count):
             proj = project(points, params.cameras, c, derivatives=equations is not None)
             # Rows are ordered (coordinate, landmark), matching the Jacobians' layout.
-            weight = self.inv_sigma[frames, c][:, None, :]                  # (n, 1, S)
+            weight = self.inv_sigma[frames, c]                               # (n, S)
             pixels = proj.pixels.transpose(0, 2, 1)                         # (n, 2, S)
-            residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight
+            residual = (pixels - self.mu[frames, c].transpose(0, 2, 1)) * weight[:, None]
             sum_sq[frames] += np.sum(residual ** 2, axis=(1, 2))
             terms.add("landmarks", residual)
             if equations is None:
-                projected.append((pixels, None, None))
+                projected.append((pixels[:, :, watched], None, None))
                 continue
-            d_frame = _rows_2x3(proj.d_world, chunk.d_frame[:, :, lm])       # (n, 2, S, p)
-            d_shared = np.zeros(d_frame.shape[:3] + (layout.shared_size if with_shared else 0,), dtype=np.float32)
-            if chunk.d_identity is not None and with_shared:
-                d_shared[..., : layout.num_identity] = _rows_2x3(proj.d_world, chunk.d_identity[:, :, lm])
-            focal_col = layout.focal_column(c)
-            if focal_col is not None and with_shared:
-                d_shared[..., focal_col] = proj.d_log_focal.transpose(0, 2, 1)
-            extrinsic_cols = layout.extrinsic_columns(c)
-            if extrinsic_cols is not None and with_shared:
-                d_shared[..., extrinsic_cols] = proj.d_extrinsics.transpose(0, 2, 1, 3)
             n = len(frames)
-            w = weight[..., None]
-            if not with_shared:
-                d_shared = None
-            equations.add_frame_rows(frames, residual.reshape(n, -1), (d_frame * w).reshape(n, -1, layout.frame_size),
-                                     None if d_shared is None else (d_shared * w).reshape(n, -1, layout.shared_size))
-            projected.append((pixels, d_frame, d_shared))
-        watched = self.temporal_subset
-        return [(chunk.frames, tuple(None if a is None else a[:, :, watched] for a in p)) for p in projected]
+            rows = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared)
+            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]))
+            # E_temporal differentiates the unweighted projection of the watched landmarks.
+            plain = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
+            p = layout.frame_size
+            projected.append((pixels[:, :, watched], plain[..., :p], plain[..., p:] if with_shared else None))
+        return [(frames, p) for p in projected]
+
+    def _projected_rows(self, chunk: _Chunk, proj, layout: Layout, camera: int, points, weight: np.ndarray,
+                        with_shared: bool) -> np.ndarray:
+        """(n, 2, S', p + q) float32 rows of projected points ``points`` (a slice or indices of the
+        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns."""
+        n, p = len(chunk.frames), layout.frame_size
+        d_world = proj.d_world[:, points]
+        num = d_world.shape[1]
+        rows = np.zeros((n, 2, num, p + (layout.shared_size if with_shared else 0)), dtype=np.float32)
+        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0)
+        if not with_shared:
+            return rows
+        if chunk.d_identity is not None:
+            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p)
+        w = weight[:, None]
+        focal_col = layout.focal_column(camera)
+        if focal_col is not None:
+            rows[..., p + focal_col] = proj.d_log_focal[:, points].transpose(0, 2, 1) * w
+        extrinsic_cols = layout.extrinsic_columns(camera)
+        if extrinsic_cols is not None:
+            rows[..., p + extrinsic_cols.start: p + extrinsic_cols.stop] = (
+                proj.d_extrinsics[:, points].transpose(0, 2, 1, 3) * w[..., None])
+        return rows
 
     # -- E_temporal -------------------------------------------------------------------------
     def _temporal(self, projected: list, previous, equations: NormalEquations | None, terms: _Tally):
@@ -257,10 +272,12 @@ class ShotEnergy:
     # -- E_intersect ------------------------------------------------------------------------
     def _intersections(self, chunk: _Chunk, layout: Layout, equations: NormalEquations | None,
                        terms: _Tally) -> None:
+        """Rows of penetration depths. Only vertices that penetrate in some frame of the chunk
+        get Jacobian rows: the others' rows are zero (most lids and lips, most of the time)."""
         geometry = self.geometry
         weight = self.settings.intersect_weight_per_m
         n = len(chunk.frames)
-        rows, d_frame_rows, d_identity_rows = [], [], []
+        rows, hit_rows, d_frame_rows, d_identity_rows = [], [], [], []
 
         # Eyelids outside the eyeball spheres: r = w max(0, radius - |x - c|).
         eyelid = chunk.points[:, self.eyelid_points]
@@ -270,13 +287,16 @@ class ShotEnergy:
         depth = geometry.eye_radii_m[geometry.eyelid_eye] - distance
         active = depth > 0
         rows.append(weight * np.where(active, depth, 0.0))
-        if equations is not None:
-            normal = offset / np.maximum(distance, 1e-12)[..., None]
-            scale = np.where(active, -weight, 0.0)[..., None]
-            d_rel = chunk.d_frame[:, :, self.eyelid_points] - chunk.d_frame[:, :, eye_point]
+        hit = np.flatnonzero(active.any(axis=0))
+        if equations is not None and len(hit):
+            hit_rows.append(rows[-1][:, hit])
+            normal = offset[:, hit] / np.maximum(distance[:, hit], 1e-12)[..., None]
+            scale = np.where(active[:, hit], -weight, 0.0)[..., None]
+            lid_ids, eye_ids = self.eyelid_points.start + hit, eye_point[hit]
+            d_rel = chunk.d_frame[:, :, lid_ids] - chunk.d_frame[:, :, eye_ids]
             d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", normal, d_rel))
             if chunk.d_identity is not None:
-                d_rel_id = chunk.d_identity[:, :, self.eyelid_points] - chunk.d_identity[:, :, eye_point]
+                d_rel_id = chunk.d_identity[:, :, lid_ids] - chunk.d_identity[:, :, eye_ids]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", normal, d_rel_id))
 
         # Lips outside the teeth hulls: r = w max(0, -max_h(n_h . x_local + p_h)),
@@ -292,12 +312,15 @@ class ShotEnergy:
             depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
             active = depth > 0
             rows.append(weight * np.where(active, depth, 0.0))
-            if equations is None:
+            hit = np.flatnonzero(active.any(axis=0))
+            if equations is None or not len(hit):
                 continue
+            hit_rows.append(rows[-1][:, hit])
+            lip_ids, relative = lips.start + hit, relative[:, hit]
             # d x_local = R^T (dx - do + [x - o]x A_m) for rotations of the hull joint and its ancestors.
-            plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest])  # R n
-            scale = np.where(active, -weight, 0.0)[..., None]
-            d_rel = chunk.d_frame[:, :, lips] - chunk.d_frame[:, :, [anchor_point]]      # (n, 3, V, p)
+            plane_world = np.einsum("ncd,nvd->nvc", rotation, hull.normals[nearest[:, hit]])  # R n
+            scale = np.where(active[:, hit], -weight, 0.0)[..., None]
+            d_rel = chunk.d_frame[:, :, lip_ids] - chunk.d_frame[:, :, [anchor_point]]  # (n, 3, V', p)
             ancestors = np.flatnonzero(self.rig.subtree[:, hull.joint])
             rotation_cols = d_rel[..., layout.rotation_slice].reshape(n, 3, -1, layout.num_joints, 3)
             world_axes = chunk.jac.world_axes                                        # (n, J, 3, 3)
@@ -306,19 +329,18 @@ class ShotEnergy:
             d_rel[..., layout.rotation_slice] = rotation_cols.reshape(n, 3, -1, 3 * layout.num_joints)
             d_frame_rows.append(scale * np.einsum("nvc,ncvp->nvp", plane_world, d_rel))
             if chunk.d_identity is not None:
-                d_rel_id = chunk.d_identity[:, :, lips] - chunk.d_identity[:, :, [anchor_point]]
+                d_rel_id = chunk.d_identity[:, :, lip_ids] - chunk.d_identity[:, :, [anchor_point]]
                 d_identity_rows.append(scale * np.einsum("nvc,ncvk->nvk", plane_world, d_rel_id))
 
-        residual = np.concatenate(rows, axis=1)
-        terms.add("intersect", residual)
-        if equations is None:
+        terms.add("intersect", np.concatenate(rows, axis=1))
+        if equations is None or not hit_rows:
             return
         d_frame = np.concatenate(d_frame_rows, axis=1)
         d_shared = None
         if d_identity_rows:
             d_shared = np.zeros(d_frame.shape[:2] + (layout.shared_size,))
             d_shared[..., : layout.num_identity] = np.concatenate(d_identity_rows, axis=1)
-        equations.add_frame_rows(chunk.frames, residual, d_frame, d_shared)
+        equations.add_frame_rows(chunk.frames, np.concatenate(hit_rows, axis=1), d_frame, d_shared)
 
     # -- priors -------------------------------------------------------------------------------
     def _priors(self, params: Parameters, layout: Layout, equations: NormalEquations | None,

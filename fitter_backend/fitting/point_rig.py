@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from fitter_backend.fitting import rig_kernels
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
                                             rodrigues_derivative)
@@ -34,10 +35,8 @@ class PointRig:
     joint_template (J, 3), joint_identity (J, 3, I), joint_expression (J, 3, E), parents (J,),
     subtree (J, J) bool: [k, j] when j is k or below k.
 
-    For the shape derivatives the pair bases are also laid out densely: ``skinning_joints``
-    (J',) are the joints with any pair, ``point_joint_weight`` (S, J') the blended weights,
-    and ``identity_stacked`` / ``expression_stacked`` (3 J', S K) stack every such joint's
-    basis (zero where a point has no pair), so sum_j R_j U_j is one matrix product.
+    ``pair_identity32`` / ``pair_expression32`` are float32 copies of the pair bases for the
+    shape derivatives (memory-bound products that only feed Gauss-Newton Jacobians).
     """
 
     num_points: int
@@ -54,10 +53,10 @@ class PointRig:
     joint_expression: np.ndarray
     parents: np.ndarray
     subtree: np.ndarray
-    skinning_joints: np.ndarray
-    point_joint_weight: np.ndarray
-    identity_stacked: np.ndarray
-    expression_stacked: np.ndarray
+    pair_identity32: np.ndarray
+    pair_expression32: np.ndarray
+    # The last identity's shaped pairs and rest joints: a solve poses the same identity many times.
+    identity_cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_identity(self) -> int:
@@ -130,21 +129,10 @@ def build_point_rig(model: HeadModel, points: SurfacePoints | None = None,
     pair_start = np.searchsorted(pair_point, np.arange(num_surface))
     if np.any(np.bincount(pair_point, minlength=num_surface) == 0):
         raise ValueError("every point needs a non-zero skin weight")
-    skinning_joints = np.unique(pair_joint)
-    slot = np.searchsorted(skinning_joints, pair_joint)
-    point_joint_weight = np.zeros((num_surface, len(skinning_joints)))
-    point_joint_weight[pair_point, slot] = pair_weight
-
-    def stacked(basis: np.ndarray) -> np.ndarray:
-        # float32: these products are memory-bound and only feed Gauss-Newton Jacobians.
-        dense = np.zeros((len(skinning_joints), 3, num_surface, basis.shape[2]), dtype=np.float32)
-        dense[slot, :, pair_point] = basis
-        return dense.reshape(3 * len(skinning_joints), -1)
-
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return PointRig(num_surface, pair_point, pair_joint, pair_weight, pair_start, pair_template,
                     pair_identity, pair_expression, pair_correctives, joint_template, joint_identity,
-                    joint_expression, parents, subtree, skinning_joints, point_joint_weight,
-                    stacked(pair_identity), stacked(pair_expression))
+                    joint_expression, parents, subtree, f32(pair_identity), f32(pair_expression))
 
 
 @dataclasses.dataclass
@@ -158,25 +146,36 @@ class PointState:
     moved: np.ndarray            # (N, Q, 3) each pair's contribution y_q (before translation)
 
 
+def _shaped(rig: PointRig, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (Q, 3) and rest joints (J, 3) of an identity with zero expression, cached for the
+    last identity seen."""
+    key = np.asarray(identity, dtype=np.float64).tobytes()
+    shaped = rig.identity_cache.get(key)
+    if shaped is None:
+        shaped = (rig.pair_template + rig.pair_identity @ identity, rig.joint_template + rig.joint_identity @ identity)
+        rig.identity_cache.clear()
+        rig.identity_cache[key] = shaped
+    return shaped
+
+
 def evaluate(rig: PointRig, identity: np.ndarray, expression: np.ndarray, rotations: np.ndarray,
              translation: np.ndarray) -> PointState:
     """Posed points of N frames.
 
     identity (I,) shared; expression (N, E); rotations (N, J, 3) axis-angle; translation (N, 3).
     """
-    joints = (rig.joint_template + rig.joint_identity @ identity)[None] + np.einsum(
-        "jck,nk->njc", rig.joint_expression, expression)
+    pairs_shaped, joints_shaped = _shaped(rig, identity)
+    n = len(expression)
+    joints = joints_shaped[None] + (expression @ rig.joint_expression.reshape(-1, rig.num_expression).T).reshape(
+        n, -1, 3)
     rotations_local = rodrigues(rotations)
     rotations_world, origins_world = kinematic_chain(rotations_local, joints, rig.parents)
-    rest = (rig.pair_template + rig.pair_identity @ identity)[None] + np.einsum(
-        "qck,nk->nqc", rig.pair_expression, expression, optimize=True)
+    rest = pairs_shaped[None] + (expression @ rig.pair_expression.reshape(-1, rig.num_expression).T).reshape(n, -1, 3)
     if rig.pair_correctives.shape[2]:
         rest = rest + np.einsum("qcp,np->nqc", rig.pair_correctives, pose_feature(rotations_local), optimize=True)
-    j = rig.pair_joint
-    local = rest - rig.pair_weight[None, :, None] * joints[:, j]
-    moved = (np.einsum("nqcd,nqd->nqc", rotations_world[:, j], local)
-             + rig.pair_weight[None, :, None] * origins_world[:, j])
-    points = np.add.reduceat(moved, rig.pair_start, axis=1) + translation[:, None, :]
+    moved, points = rig_kernels.pose_pairs(rest, joints, rotations_world, origins_world,
+                                           np.ascontiguousarray(translation, dtype=np.float64), rig.pair_point,
+                                           rig.pair_joint, rig.pair_weight, rig.num_points)
     return PointState(points, joints, rotations_world, origins_world, moved)
 
 
@@ -190,65 +189,70 @@ class PointJacobians:
     """
 
     identity: np.ndarray
-    expression: np.ndarray
-    rotation: np.ndarray
+    expression: np.ndarray | None
+    rotation: np.ndarray | None
     world_axes: np.ndarray
 
 
-def _shape_derivative(rig: PointRig, state: PointState, stacked_basis: np.ndarray, joint_basis: np.ndarray
-                      ) -> np.ndarray:
-    """d points / d coefficients of a basis moving both the points and the rest joints: (N, 3, S, K)
-    float32.
+def _shape_derivative(rig: PointRig, state: PointState, pair_basis: np.ndarray, joint_basis: np.ndarray,
+                      out: np.ndarray, column: int) -> None:
+    """Adds d points / d coefficients of a basis moving both the points and the rest joints to
+    out[..., column:column + K] (N, 3, S, K') float32.
 
-    Per point: sum_j R_j U_sj + wbar_sj (d o_j - R_j d J_j); both sums are single matrix products.
+    Per point: sum over its pairs of R_j U_q + w_q (d o_j - R_j d J_j).
     """
-    num_frames, num_points = state.points.shape[:2]
-    k = joint_basis.shape[2]
+    num_frames = state.points.shape[0]
     d_origin = np.empty((num_frames,) + joint_basis.shape)
     d_origin[:, 0] = joint_basis[0]
     for j in range(1, rig.num_joints):
         p = rig.parents[j]
         d_origin[:, j] = d_origin[:, p] + state.rotations_world[:, p] @ (joint_basis[j] - joint_basis[p])
-    joints = rig.skinning_joints
-    d_offset = d_origin[:, joints] - state.rotations_world[:, joints] @ joint_basis[joints][None]  # (N, J', 3, K)
-    rotations = state.rotations_world[:, joints].transpose(0, 2, 1, 3).reshape(num_frames, 3, -1)  # (N, 3, 3J')
-    out = (rotations.astype(np.float32) @ stacked_basis).reshape(num_frames, 3, num_points, k)
-    out += (rig.point_joint_weight @ d_offset.transpose(0, 2, 1, 3)).astype(np.float32)  # (S, J') @ (N, 3, J', K)
-    return out
+    d_offset = d_origin - state.rotations_world @ joint_basis[None]  # (N, J, 3, K)
+    rig_kernels.shape_derivative(state.rotations_world, d_offset, pair_basis, rig.pair_point, rig.pair_joint,
+                                 rig.pair_weight, out, column)
 
 
 def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotations: np.ndarray,
-              with_identity: bool = True, with_expression: bool = True) -> PointJacobians:
-    """Analytic derivatives of the points in ``state`` (from :func:`evaluate`)."""
+              with_identity: bool = True, with_expression: bool = True, frame_out: np.ndarray | None = None,
+              frame_columns: tuple[int, int] = (0, 0)) -> PointJacobians:
+    """Analytic derivatives of the points in ``state`` (from :func:`evaluate`).
+
+    With ``frame_out`` (N, 3, S, p) float32 zeros, the expression derivatives are added to its
+    columns from ``frame_columns[0]`` and the rotation derivatives (joint-major, 3 J) from
+    ``frame_columns[1]`` (no copies), and ``expression`` and ``rotation`` are returned as None.
+    """
     num_frames, num_points = state.points.shape[:2]
-    identity_d = (_shape_derivative(rig, state, rig.identity_stacked, rig.joint_identity)
-                  if with_identity else np.zeros((num_frames, 3, num_points, 0)))
-    expression_d = (_shape_derivative(rig, state, rig.expression_stacked, rig.joint_expression)
-                    if with_expression else np.zeros((num_frames, 3, num_points, 0)))
+    identity_d = np.zeros((num_frames, 3, num_points, rig.num_identity if with_identity else 0), dtype=np.float32)
+    if with_identity:
+        _shape_derivative(rig, state, rig.pair_identity32, rig.joint_identity, identity_d, 0)
+    if frame_out is None:
+        expression_d = np.zeros((num_frames, 3, num_points, rig.num_expression if with_expression else 0),
+                                dtype=np.float32)
+        rotation_d = np.zeros((num_frames, 3, num_points, rig.num_joints * 3))
+        expression_out, expression_column, rotation_out, rotation_column = expression_d, 0, rotation_d, 0
+    else:
+        expression_d = rotation_d = None
+        expression_out, rotation_out = frame_out, frame_out
+        expression_column, rotation_column = frame_columns
+    if with_expression:
+        _shape_derivative(rig, state, rig.pair_expression32, rig.joint_expression, expression_out, expression_column)
 
     # Rotating joint k about world axis a moves its subtree rigidly about o_k: dx = a x lever.
     parent_world = np.concatenate(
         [np.broadcast_to(np.eye(3), (num_frames, 1, 3, 3)),
          state.rotations_world[:, np.maximum(rig.parents[1:], 0)]], axis=1)
     world_axes = parent_world @ left_jacobian_so3(rotations)            # (N, J, 3, 3)
-    rotation_d = np.zeros((num_frames, num_points, 3, rig.num_joints, 3))
-    j = rig.pair_joint
-    for k in range(rig.num_joints):
-        in_subtree = rig.subtree[k, j]
-        if not in_subtree.any():
-            continue
-        lever_pair = np.where(in_subtree[None, :, None],
-                              state.moved - rig.pair_weight[None, :, None] * state.origins_world[:, None, k], 0.0)
-        lever = np.add.reduceat(lever_pair, rig.pair_start, axis=1)
-        for a in range(3):  # d x / d r_ka = axis_a x lever
-            rotation_d[:, :, :, k, a] = np.cross(world_axes[:, None, k, :, a], lever)
+    rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree, rig.pair_point,
+                                    rig.pair_joint, rig.pair_weight, rotation_out, rotation_column)
     if rig.pair_correctives.shape[2]:
         # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
         for k in range(1, rig.num_joints):
             block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
             d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
-            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, j], d_rest, optimize=True)
-            rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1)
-    return PointJacobians(identity_d, expression_d, np.ascontiguousarray(rotation_d.transpose(0, 2, 1, 3, 4)),
-                          world_axes)
+            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, rig.pair_joint], d_rest, optimize=True)
+            columns = slice(rotation_column + 3 * k, rotation_column + 3 * k + 3)
+            rotation_out[..., columns] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+    if rotation_d is not None:
+        rotation_d = rotation_d.reshape(num_frames, 3, num_points, rig.num_joints, 3)
+    return PointJacobians(identity_d, expression_d, rotation_d, world_axes)
