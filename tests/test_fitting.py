@@ -16,7 +16,7 @@ from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Pa
 from fitter_backend.head_models import lbs
 from tests.toy_heads import toy_head
 
-ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
+ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, opposing_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
                intersect_weight_per_m=0.0)
 
 

@@ -96,6 +96,14 @@ def test_result_folder_has_every_file_and_they_agree(fitted):
     assert pngs and all(cv2.imread(str(p)).shape == (CLIP_SIZE, CLIP_SIZE, 3) for p in pngs)
 
 
+def test_keyed_arkit_weights_stay_in_0_1(fitted):
+    out, run = fitted
+    assert run.returncode == 0, run.stderr
+    with np.load(out / "fit.npz", allow_pickle=False) as fit:
+        weights = fit["expression"]
+    assert weights.shape[1] == 52 and weights.min() >= 0.0 and weights.max() <= 1.0
+
+
 def decode_all(path: Path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     decoded = []

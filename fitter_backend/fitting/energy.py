@@ -97,6 +97,7 @@ class ShotEnergy:
             self.eye_points = s + ne + nl + na + np.arange(2)
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
+        self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         present = observations.present
         self.present = present
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
@@ -358,6 +359,10 @@ class ShotEnergy:
         terms.add("identity", residual)
         expression_residual = np.sqrt(s.expression_weight) * params.expression
         terms.add("expression", expression_residual)
+        # Opposing units both on cancel each other: r = w a b per pair, zero when either is off.
+        pairs = self.opposing_pairs
+        opposing_residual = np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]] * params.expression[:, pairs[:, 1]]
+        terms.add("expression", opposing_residual)
         joints_residual = np.sqrt(s.joint_weight) * params.rotations[:, 1:].reshape(params.num_frames, -1)
         terms.add("joints", joints_residual)
         if equations is None:
@@ -367,5 +372,13 @@ class ShotEnergy:
             jac[:, : layout.num_identity] = np.diag(np.sqrt(s.identity_weight) / stds[component])
             equations.add_shared_rows(residual, jac)
         equations.add_frame_diagonal(layout.expression_slice, expression_residual, np.sqrt(s.expression_weight))
+        if len(pairs):
+            n, k = opposing_residual.shape
+            d_pairs = np.zeros((n, k, layout.frame_size))
+            rows = np.arange(k)
+            start = layout.expression_slice.start
+            d_pairs[:, rows, start + pairs[:, 0]] = np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 1]]
+            d_pairs[:, rows, start + pairs[:, 1]] += np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]]
+            equations.add_frame_rows(np.arange(n), opposing_residual, d_pairs, None)
         rot = layout.rotation_slice
         equations.add_frame_diagonal(slice(rot.start + 3, rot.stop), joints_residual, np.sqrt(s.joint_weight))

@@ -92,10 +92,13 @@ class NormalEquations:
 
 
 def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns: np.ndarray,
-          damping: float) -> tuple[np.ndarray, np.ndarray]:
+          damping: float, fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt step on the active columns: (H + damping diag(H)) delta = -g.
 
-    Returns (delta_frames (N, p), delta_shared (q,)) with zeros in inactive columns.
+    ``fixed`` (N, p) bool holds single frame unknowns at zero step (the active set of bound
+    constraints: their rows and columns are replaced by the identity, so the others are
+    solved as if those were constants). Returns (delta_frames (N, p), delta_shared (q,)) with
+    zeros in inactive and fixed columns.
     """
     fc, sc = frame_columns, shared_columns
     a = equations.frame_frame[:, fc[:, None], fc[None, :]]
@@ -105,9 +108,16 @@ def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns:
     g_z = equations.shared_gradient[sc]
     a = _damped(a, damping)
     d = _damped(d[None], damping)[0]
+    free = None if fixed is None or not fixed[:, fc].any() else ~fixed[:, fc]
+    if free is not None:
+        a = a * (free[:, :, None] & free[:, None, :])
+        a[:, np.arange(len(fc)), np.arange(len(fc))] += ~free
+        g_y, b = g_y * free, b * free[:, :, None]
     rhs = np.concatenate([b, g_y[:, :, None]], axis=2)  # solve A [X_B | x_g] = [B | g_y]
     if equations.has_temporal and len(a) > 1:
         off = equations.frame_next[:, fc[:, None], fc[None, :]]
+        if free is not None:
+            off = off * (free[1:, :, None] & free[:-1, None, :])
         solved = _block_tridiagonal_solve(a, off, rhs)
     else:
         try:  # independent frames: one batched solve in C

@@ -20,6 +20,7 @@ class FitSettings:
     """Weights of the energy terms and solver controls.
 
     identity_weight scales -log p(identity); expression_weight the |psi|^2 prior;
+    opposing_weight the products of opposing bounded units (both on would cancel);
     joint_weight (per radian) the non-root joint rotations; temporal_weight (per pixel) the
     change of projected landmarks between neighbouring frames (on ``temporal_points`` of
     them, enough to see every part of the head move); intersect_weight_per_m the
@@ -28,6 +29,7 @@ class FitSettings:
 
     identity_weight: float = 1.0
     expression_weight: float = 1.0
+    opposing_weight: float = 1.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
     joint_weight: float = 2.0
     temporal_weight: float = 0.3
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
@@ -44,7 +46,7 @@ class FitSettings:
     high_residual_rms: float = 3.0  # frames whose normalised RMS exceeds this are flagged
 
     def __post_init__(self) -> None:
-        for field in ("identity_weight", "expression_weight", "joint_weight", "temporal_weight",
+        for field in ("identity_weight", "expression_weight", "opposing_weight", "joint_weight", "temporal_weight",
                       "intersect_weight_per_m"):
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
@@ -150,6 +152,10 @@ class Layout:
     num_identity: int
     focal_cameras: np.ndarray       # cameras whose focal is optimised
     extrinsic_cameras: np.ndarray   # cameras whose pose is optimised
+    # Expression channels that are blend-shape weights kept in [0, 1] (ARKit units).
+    bounded_expression: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, int))
+    # Per-frame columns held at their start (joints whose motion an expression unit owns).
+    held_frame_columns: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, int))
 
     @property
     def frame_size(self) -> int:
@@ -184,14 +190,44 @@ class Layout:
 
     @classmethod
     def for_problem(cls, model: HeadModel, cameras: Cameras) -> "Layout":
+        # One source of mouth opening: a head with ARKit jaw units (jawOpen, jawLeft, jawRight,
+        # jawForward move the chin, lower teeth and tongue) opens its mouth with them alone; its
+        # jaw bone stays at rest so the two cannot fight. Heads without them (FLAME) use the bone.
+        held = np.zeros(0, int)
+        if "jawOpen" in model.expression_names and "jaw" in model.joint_names:
+            start = model.num_expression + 3 * model.joint_index("jaw")
+            held = np.arange(start, start + 3)
         return cls(model.num_expression, model.num_joints, model.num_identity,
-                   np.flatnonzero(~cameras.focal_known), np.flatnonzero(~cameras.extrinsics_known))
+                   np.flatnonzero(~cameras.focal_known), np.flatnonzero(~cameras.extrinsics_known),
+                   np.flatnonzero(model.expression_bounded), held)
+
+    def fixed_columns(self, params: Parameters, frame_gradient: np.ndarray) -> np.ndarray:
+        """(N, p) bool: per-frame columns a step must not move: the held columns, and bounded
+        expression weights on a bound that the descent direction -gradient would push them
+        through (the active set of a projected step)."""
+        fixed = np.zeros(frame_gradient.shape, bool)
+        fixed[:, self.held_frame_columns] = True
+        b = self.bounded_expression
+        weights, gradient = params.expression[:, b], frame_gradient[:, self.expression_slice][:, b]
+        fixed[:, self.expression_slice.start + b] = (((weights <= 0.0) & (gradient > 0))
+                                                     | ((weights >= 1.0) & (gradient < 0)))
+        return fixed
+
+    def projected(self, params: Parameters) -> Parameters:
+        """The parameters with bounded expression weights clipped to [0, 1] (a copy)."""
+        out = params.copy()
+        b = self.bounded_expression
+        out.expression[:, b] = np.clip(out.expression[:, b], 0.0, 1.0)
+        return out
 
     def apply(self, params: Parameters, delta_frames: np.ndarray, delta_shared: np.ndarray) -> Parameters:
-        """Parameters moved by a step (N, p) on the frames and (q,) on the shared unknowns."""
-        out = params.copy()
+        """Parameters moved by a step (N, p) on the frames and (q,) on the shared unknowns,
+        projected onto the bounds of the bounded expression weights."""
+        out = self.projected(params)
         n = params.num_frames
         out.expression += delta_frames[:, self.expression_slice]
+        b = self.bounded_expression
+        out.expression[:, b] = np.clip(out.expression[:, b], 0.0, 1.0)
         out.rotations += delta_frames[:, self.rotation_slice].reshape(n, self.num_joints, 3)
         out.translation_m += delta_frames[:, self.translation_slice]
         out.identity += delta_shared[: self.num_identity]

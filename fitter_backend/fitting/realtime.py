@@ -58,8 +58,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     calibrate(min(n, max(calibration_frames, 1)))
     calibrated_s = time.perf_counter() - started
     active = Active(np.arange(layout.frame_size), np.zeros(0, int), identity=False, expression=True)
-    frame_layout = Layout(layout.num_expression, layout.num_joints, layout.num_identity,
-                          np.zeros(0, int), np.zeros(0, int))
+    frame_layout = dataclasses.replace(layout, focal_cameras=np.zeros(0, int), extrinsic_cameras=np.zeros(0, int))
     previous_projection = None
     frames_started = time.perf_counter()
     for i in range(n):

@@ -104,6 +104,9 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         params, _ = initial_parameters(model, landmarks, observations, cameras)
     else:
         params = initial.copy()
+    # The start's energy over the whole shot, comparable with the final one (the solve's own
+    # first energy may cover only the identity keyframes).
+    energy_initial = energy.evaluate(layout.projected(params), layout, derivatives=False).energy
     timings = {"initialise_s": time.perf_counter() - started}
     log = SolveLog()
     stages = stage_actives(layout, params.cameras)
@@ -136,7 +139,7 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         "frames": observations.num_frames,
         "cameras": params.cameras.count,
         "landmarks": len(landmarks),
-        "energy_initial": log.energies[0] if log.energies else evaluation.energy,
+        "energy_initial": energy_initial,
         "energy_final": evaluation.energy,
         "energy_terms": evaluation.terms,
         "iterations_accepted": log.accepted,

@@ -42,10 +42,14 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
                         ) -> tuple[Parameters, Evaluation]:
     """Minimise the energy over the active unknowns; returns the best parameters and their evaluation.
 
+    Bounded expression weights stay in [0, 1]: a projected LM step, with weights on a bound
+    that the gradient pushes outward held fixed (the active set) and the rest projected.
+
     A step is kept only when it lowers the energy, so the energy never grows; a step that
     makes the energy non-finite is rejected like any other, and a solve that cannot make
     progress stops with a warning in ``log``.
     """
+    params = layout.projected(params)
     current = energy.evaluate(params, layout, True, active.identity, active.expression,
                               with_shared=len(active.shared_columns) > 0)
     if not np.isfinite(current.energy):
@@ -54,10 +58,11 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
         log.energies.append(current.energy)
     damping = INITIAL_DAMPING
     for step in range(iterations):
+        fixed = layout.fixed_columns(params, current.equations.frame_gradient)
         while True:
             try:
                 delta_frames, delta_shared = solve(current.equations, active.frame_columns,
-                                                   active.shared_columns, damping)
+                                                   active.shared_columns, damping, fixed)
                 candidate = layout.apply(params, delta_frames, delta_shared)
                 trial = energy.evaluate(candidate, layout, False)  # cheap: no derivatives until accepted
                 improved = np.isfinite(trial.energy) and trial.energy < current.energy

@@ -68,6 +68,18 @@ class SurfacePoints:
 
 #: Regions inside the head (behind lids and lips), not its outer skin.
 INNER_REGIONS = ("eyeballs", "teeth", "tongue")
+# ARKit units whose motions cancel when both are on: a fit could explain a still face with
+# both, or a blink with a smaller blink plus a smaller wide eye.
+OPPOSING_EXPRESSIONS = (
+    ("eyeBlinkLeft", "eyeWideLeft"), ("eyeBlinkRight", "eyeWideRight"),
+    ("eyeSquintLeft", "eyeWideLeft"), ("eyeSquintRight", "eyeWideRight"),
+    ("eyeLookUpLeft", "eyeLookDownLeft"), ("eyeLookUpRight", "eyeLookDownRight"),
+    ("eyeLookInLeft", "eyeLookOutLeft"), ("eyeLookInRight", "eyeLookOutRight"),
+    ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"),
+    ("jawOpen", "mouthClose"), ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"),
+    ("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
+    ("mouthPucker", "mouthStretchLeft"), ("mouthPucker", "mouthStretchRight"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +134,22 @@ class HeadModel:
     @property
     def num_expression(self) -> int:
         return int(self.expression_basis.shape[2])
+
+    @property
+    def expression_bounded(self) -> np.ndarray:
+        """(E,) bool: channels that are blend-shape weights in [0, 1] (ARKit units, named as
+        in ARKit); other channels (FLAME's PCA components) are unbounded coefficients."""
+        from fitter_backend.head_models.open_head.expression import ARKIT_NAMES
+
+        return np.array([name in ARKIT_NAMES for name in self.expression_names], bool)
+
+    @property
+    def opposing_expressions(self) -> np.ndarray:
+        """(K, 2) int: pairs of bounded channels that move the same vertices in opposite
+        directions (eyeBlink and eyeWide, jawOpen and mouthClose, ...), so both > 0 cancel."""
+        names = self.expression_names
+        pairs = [(names.index(a), names.index(b)) for a, b in OPPOSING_EXPRESSIONS if a in names and b in names]
+        return np.array(pairs, int).reshape(-1, 2)
 
     def joint_index(self, name: str) -> int:
         try:

@@ -1,0 +1,106 @@
+"""ARKit weights stay in [0, 1] inside the solver (a projected LM step with an active set),
+opposing units are kept from cancelling, and the jaw bone of a head with ARKit jaw units is
+held so jawOpen alone opens the mouth; FLAME-style PCA channels stay unbounded."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fitter_backend.fitting import sequence, synthetic
+from fitter_backend.fitting.energy import ShotEnergy
+from fitter_backend.fitting.normal_equations import NormalEquations, solve
+from fitter_backend.fitting.problem import FitSettings, Layout
+from tests.test_fitting import ALL_OFF, numeric_gradient, toy_problem
+
+ARKIT_TOY_NAMES = ("eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "expr4")
+
+
+def test_only_arkit_channels_are_bounded(open_head):
+    assert open_head.expression_bounded.all()
+    model, *_ = toy_problem()
+    assert not model.expression_bounded.any()  # PCA-style channels are unbounded
+    assert len(model.opposing_expressions) == 0
+    named = dataclasses.replace(model, expression_names=ARKIT_TOY_NAMES)
+    assert named.expression_bounded.tolist() == [True, True, True, True, False]
+    assert sorted(map(tuple, named.opposing_expressions.tolist())) == [(0, 1), (2, 3)]
+
+
+def test_opposing_units_gradient_matches_finite_differences():
+    model, landmarks, shot, params = toy_problem()
+    model = dataclasses.replace(model, expression_names=ARKIT_TOY_NAMES)
+    params.expression = np.random.default_rng(1).uniform(0.2, 0.8, params.expression.shape)  # off the bounds
+    layout = Layout.for_problem(model, params.cameras)
+    base = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    with_term = ShotEnergy(model, landmarks, shot.observations, FitSettings(**dict(ALL_OFF, opposing_weight=4.0)))
+    evaluation = with_term.evaluate(params, layout, True)
+    assert evaluation.terms["expression"] > 1e-3
+    analytic = evaluation.equations.frame_gradient - base.evaluate(params, layout, True).equations.frame_gradient
+    numeric, _ = numeric_gradient(with_term, params, layout, "expression")
+    assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
+
+
+def test_fixed_columns_get_a_zero_step_and_the_rest_solves_without_them():
+    rng = np.random.default_rng(4)
+    n, p, q = 5, 4, 2
+    equations = NormalEquations(n, p, q)
+    equations.add_frame_rows(np.arange(n), rng.normal(size=(n, 9)), rng.normal(size=(n, 9, p)),
+                             rng.normal(size=(n, 9, q)))
+    equations.add_pair_rows(np.arange(1, n), rng.normal(size=(n - 1, 5)), rng.normal(size=(n - 1, 5, p)),
+                            rng.normal(size=(n - 1, 5, p)), rng.normal(size=(n - 1, 5, q)))
+    equations.add_shared_rows(rng.normal(size=q), np.eye(q))
+    fixed = rng.random((n, p)) < 0.3
+    delta_frames, delta_shared = solve(equations, np.arange(p), np.arange(q), 0.0, fixed)
+    assert np.all(delta_frames[fixed] == 0)
+    # Dense reference over the free unknowns only.
+    dense = np.zeros((n * p + q, n * p + q))
+    for i in range(n):
+        dense[i * p:(i + 1) * p, i * p:(i + 1) * p] = equations.frame_frame[i]
+        dense[n * p:, i * p:(i + 1) * p] = equations.frame_shared[i].T
+        if i < n - 1:
+            dense[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = equations.frame_next[i]
+    dense[n * p:, n * p:] = equations.shared_shared
+    dense = np.tril(dense) + np.tril(dense, -1).T
+    gradient = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+    free = np.concatenate([~fixed.ravel(), np.ones(q, bool)])
+    expected = -np.linalg.solve(dense[np.ix_(free, free)], gradient[free])
+    got = np.concatenate([delta_frames.ravel(), delta_shared])[free]
+    assert np.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def blinking_fit(open_head):
+    """A monocular synthetic shot whose eyes close fully (eyeBlink = 1, the upper bound) and
+    whose other units rest at 0 (the lower bound) most of the time."""
+    landmarks = synthetic.area_sampled_points(open_head, 300, seed=4)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=24, seed=5, yaw_deg=20, noise_px=0.5,
+                               outlier_fraction=0.0)
+    return shot, sequence.fit_sequence(open_head, landmarks, shot.observations, shot.cameras)
+
+
+def test_fitted_arkit_weights_stay_in_0_1(blinking_fit):
+    _, result = blinking_fit
+    assert result.params.expression.min() >= 0.0 and result.params.expression.max() <= 1.0
+
+
+def test_an_expression_at_its_bound_is_recovered(blinking_fit, open_head):
+    shot, result = blinking_fit
+    names = open_head.expression_names
+    blink = names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")
+    truth, fitted = shot.truth.expression[:, blink], result.params.expression[:, blink]
+    closed = truth == 1.0
+    assert closed.any() and (truth == 0.0).any()
+    assert fitted[closed].min() > 0.85                       # full blinks reach the upper bound
+    assert np.median(fitted[truth == 0.0]) < 0.1             # open eyes stay near the lower bound
+    at_rest = shot.truth.expression == 0.0  # the lower bound (an unbounded fit: 13 % within 0.02, signed)
+    assert np.mean(np.abs(result.params.expression[at_rest]) < 0.02) > 0.4
+
+
+def test_the_jaw_bone_is_held_when_jawopen_opens_the_mouth(blinking_fit, open_head):
+    _, result = blinking_fit
+    assert np.all(result.params.rotations[:, open_head.joint_index("jaw")] == 0.0)
+
+
+@pytest.fixture(scope="module")
+def open_head():
+    from fitter_backend.head_models.open_head import load_open_head
+    return load_open_head()
