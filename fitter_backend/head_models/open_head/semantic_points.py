@@ -257,6 +257,23 @@ def _anatomical_points(scene: _Scene, template: np.ndarray, triangles: np.ndarra
     return points
 
 
+def triangle_parts(triangles: np.ndarray, parts: dict[str, np.ndarray]) -> np.ndarray:
+    """(F,) SKIN, EYE_LEFT or EYE_RIGHT for triangles wholly on one of those parts, else -1."""
+    part = np.full(len(parts["skin"]), -1)
+    part[parts["skin"]] = SKIN
+    part[parts["eyeball_left"]] = EYE_LEFT
+    part[parts["eyeball_right"]] = EYE_RIGHT
+    return np.where((part[triangles] == part[triangles[:, :1]]).all(1), part[triangles[:, 0]], -1)
+
+
+def front_scene(vertices: np.ndarray, triangles: np.ndarray, triangle_part: np.ndarray, face: np.ndarray,
+                bounds: tuple[float, float, float, float]) -> _Scene:
+    """The front view of the face (``face``: (F,) triangles) and the eyeballs: only they can
+    be seen from the front where the points lie."""
+    return _Scene(vertices, triangles, triangle_part, bounds,
+                  keep=face | (triangle_part[:, None] == [EYE_LEFT, EYE_RIGHT]).any(1))
+
+
 def place_semantic_points(template: np.ndarray, triangles: np.ndarray, parts: dict[str, np.ndarray],
                           regions: dict[str, np.ndarray], vertex_uvs: np.ndarray, lips_image: np.ndarray,
                           jaw_open: np.ndarray) -> SurfacePoints:
@@ -266,18 +283,12 @@ def place_semantic_points(template: np.ndarray, triangles: np.ndarray, parts: di
     masks; regions: "face", "lips", "ears" (V,) masks; vertex_uvs (V, 2); lips_image the
     UV-space lips mask; jaw_open (V, 3) the jawOpen unit.
     """
-    part = np.full(len(template), -1)
-    part[parts["skin"]] = SKIN
-    part[parts["eyeball_left"]] = EYE_LEFT
-    part[parts["eyeball_right"]] = EYE_RIGHT
-    triangle_part = np.where((part[triangles] == part[triangles[:, :1]]).all(1), part[triangles[:, 0]], -1)
-    # Only the face and the eyeballs can be seen from the front where the points lie.
+    triangle_part = triangle_parts(triangles, parts)
     face = regions["face"][triangles].all(1)
-    in_front = face | (triangle_part[:, None] == [EYE_LEFT, EYE_RIGHT]).any(1)
     face_xy = template[regions["face"], :2]
     bounds = (face_xy[:, 0].min() - 0.005, face_xy[:, 0].max() + 0.005,
               face_xy[:, 1].min() - 0.005, face_xy[:, 1].max() + 0.005)
-    scene = _Scene(template, triangles, triangle_part, bounds, keep=in_front)
+    scene = front_scene(template, triangles, triangle_part, face, bounds)
 
     pixels = _eye_pixels(scene)
     corners = np.array([scene.xy(*pixels[f"ibug_{k}"]) for k in (36, 39, 42, 45)])
