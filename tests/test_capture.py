@@ -95,6 +95,8 @@ def test_iris_refined_lids_close_where_the_face_mesh_stays_open(models, blink_fr
     assert np.all(mesh_closed_over_open > 0.7)          # the face mesh barely closes its lids
     assert np.all(refined_closed_over_open < 0.4)
     assert refined.landmark_set == mesh.landmark_set and refined.model.metadata.name == "face_mesh_468_iris"
+    lid = 159  # upper lid of the subject's right eye: measured sigma of the refined lids
+    assert refined.model.metadata.sigma_roi_fraction[lid] < mesh.model.metadata.sigma_roi_fraction[lid]
 
 
 @pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")

@@ -49,8 +49,12 @@ MESH_INDICES = {
              383, 300, 293, 334, 296, 336, 285, 417),
 }
 MIRRORED = {"right": False, "left": True}
-#: The lid contour: the first 16 points of each eye.
+#: The lid contour: the first 16 points of each eye (MediaPipe's "eyes" region).
 REFINED_POINTS = 16
+#: Sigma of the refined lid points as a fraction of the face ROI's side, measured like the
+#: face mesh's (docs/landmark_models.md, section 3b: iBUG 36-47 on the 22 annotated faces;
+#: the face mesh's own lids: 0.0178).
+LID_SIGMA_ROI_FRACTION = 0.0161
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +125,12 @@ class EyeRefinedLandmarker(Landmarker):
 
     def __init__(self, model: LandmarkModel, detector, iris: IrisModel, realtime: bool = False,
                  refine_detections: bool = True):
-        # The refined model is a landmark model of its own (its embedding on a head differs).
-        model = LandmarkModel(model.session, dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX),
-                              model.onnx_path)
+        # The refined model is a landmark model of its own (its embedding on a head and its
+        # lids' sigma differ).
+        sigma = np.array(model.metadata.sigma_roi_fraction, dtype=np.float64)
+        sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = LID_SIGMA_ROI_FRACTION
+        model = LandmarkModel(model.session, dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX,
+                                                                 sigma_roi_fraction=sigma), model.onnx_path)
         super().__init__(model, detector, realtime, refine_detections)
         self.iris = iris
 
