@@ -143,3 +143,24 @@ def test_real_clip_rows_and_contact_sheet(tmp_path):
     assert "eyes closed, mouth open" in format_report([summary], [clip])
     sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] >= 240 and (tmp_path / "wojtek.csv").is_file()
+
+
+def test_annotations_at_the_heads_own_points_map_back_to_them():
+    """The semantic check reads an annotated pixel off the fitted head: a head 'annotated' with
+    its own projected points gives their neutral positions back (to a pixel's size)."""
+    from fitter_backend.evaluation.semantic_offsets import annotated_on_model
+    from fitter_backend.fitting.cameras import Cameras, project
+    from fitter_backend.head_models.lbs import posed_vertices, surface_points
+    from fitter_backend.head_models.loading import load_head_model
+
+    model = load_head_model("open")
+    rotations = np.zeros((model.num_joints, 3))
+    rotations[model.joint_index("head")] = (0.1, 0.3, 0.0)
+    posed = posed_vertices(model, None, None, rotations[None], np.array([[0.0, -0.15, -0.5]]))
+    cameras = Cameras.monocular(640, 640, 1200.0)
+    subset = model.semantic_points.subset([f"ibug_{k:02d}" for k in (30, 36, 39, 42, 45, 48, 54)])
+    pixels = project(surface_points(posed, model.triangles, subset), cameras, 0, derivatives=False).pixels[0]
+    on_model = annotated_on_model(model, posed[0], cameras, pixels, (640, 640))
+    truth = surface_points(posed_vertices(model), model.triangles, subset)[0]
+    assert np.isfinite(on_model).all()
+    np.testing.assert_allclose(on_model, truth, atol=1.0e-3)   # 1 px is ~0.4 mm here

@@ -1,7 +1,8 @@
 """``python -m fitter_backend.evaluation nme``: NME per annotated fixture set (see the package).
 ``python -m fitter_backend.evaluation head``: whole-head error on rendered clips per landmark model.
 ``python -m fitter_backend.evaluation capture``: lids, lips, ARKit ranges, scale and shape on rendered
-clips with known blinks and jaw motion, lid and lip gaps on real clips, and a contact sheet."""
+clips with known blinks and jaw motion, lid and lip gaps on real clips, and a contact sheet.
+``python -m fitter_backend.evaluation semantic``: where annotators put the head model's iBUG points."""
 from __future__ import annotations
 
 import argparse
@@ -107,6 +108,28 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _semantic(args: argparse.Namespace) -> int:
+    from fitter_backend.evaluation.annotated import annotated_sets
+    from fitter_backend.evaluation.semantic_offsets import face_offsets, format_offsets
+    from fitter_backend.head_models.loading import load_head_model
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.embedding import landmark_embedding
+
+    chosen = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    faces = [face for name, found in annotated_sets(Path(args.fixtures)).items() if name in chosen for face in found]
+    if not faces:
+        raise FacecapError(f"no annotated faces of the sets {', '.join(chosen) or '(none)'} under {args.fixtures}")
+    model = load_head_model(args.head)
+    landmarker = load_landmarker(args.landmarks, progress=lambda message: None)
+    offsets = face_offsets(model, landmark_embedding(model, landmarker), landmarker, faces,
+                           progress=lambda name: print(f"  {name}", file=sys.stderr, flush=True))
+    print(f"Annotated iBUG points minus head model {model.name}'s semantic points on the neutral head, in "
+          f"outer-eye-corner distances (x: subject's left, y: up; mean ± standard error over {len(faces)} faces of "
+          f"{', '.join(chosen)}; landmarks {args.landmarks})")
+    print(format_offsets(offsets))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fitter_backend.evaluation", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", default="out/capture", help="folder for per-frame CSVs and the contact sheet")
     capture.add_argument("--json", help="also save the figures to this JSON file")
     capture.set_defaults(run=_capture)
+    semantic = commands.add_parser("semantic", help="where annotators put the head model's iBUG points")
+    semantic.add_argument("--fixtures", default=str(DEFAULT_FIXTURES),
+                          help="the annotated sets' folder (default: ../shared/fixtures/landmarks)")
+    semantic.add_argument("--sets", default="300w,300vw,wflw",
+                          help="comma-separated sets (default: the near-frontal 300w,300vw,wflw; also aflw2000)")
+    semantic.add_argument("--head", default="open", help="open (default), a FLAME .pkl or a head-model .npz")
+    semantic.add_argument("--landmarks", default=DEFAULT_LANDMARKS, help=f"landmark model (default {DEFAULT_LANDMARKS})")
+    semantic.set_defaults(run=_semantic)
     return parser
 
 
