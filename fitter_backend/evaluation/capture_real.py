@@ -43,6 +43,7 @@ OPEN_EYE_MARGIN = 3
 #: inner mouth's width (or where people labelled it open).
 OPEN_MOUTH_RATIO = 0.15
 TILE_PX = 240
+EYE_ZOOM = 2             # the strip under each tile shows the eyes this much larger
 #: iBUG contours drawn on the contact sheet: eyes and inner lips.
 CONTOURS = (tuple(range(36, 42)), tuple(range(42, 48)), tuple(range(60, 68)))
 
@@ -148,8 +149,9 @@ def _front_edges(model: HeadModel, camera_points: np.ndarray) -> np.ndarray:
 
 def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, shot: FittedShot, t: int,
                  fitted_px: np.ndarray, caption: str) -> np.ndarray:
-    """A TILE_PX square BGR crop around the face: the fitted mesh's face wireframe, its eye and
-    inner-lip contours (green) and the landmarks' (red)."""
+    """A BGR crop around the face (TILE_PX square) showing the fitted mesh's face wireframe, its
+    eye and inner-lip contours (green) and the landmarks' (red), with the eyes EYE_ZOOM times
+    larger in a strip below."""
     landmarks = shot.landmark_ibug()[t]
     centre = np.nanmean(landmarks, axis=0)
     side = 1.5 * float(np.nanmax(np.nanmax(landmarks, 0) - np.nanmin(landmarks, 0)))
@@ -170,10 +172,16 @@ def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, 
                       shift=4)
         for point in to_tile(landmarks[list(contour)] - 0.5):
             cv2.circle(tile, tuple(int(v) for v in point), 2 * 16, (40, 40, 240), -1, cv2.LINE_AA, shift=4)
+    eyes = np.clip(((landmarks[36:48].mean(0) - offset) * scale).round().astype(int),
+                   [TILE_PX // (2 * EYE_ZOOM), TILE_PX // (6 * EYE_ZOOM)],
+                   [TILE_PX - TILE_PX // (2 * EYE_ZOOM), TILE_PX - TILE_PX // (6 * EYE_ZOOM)])
+    half_w, half_h = TILE_PX // (2 * EYE_ZOOM), TILE_PX // (6 * EYE_ZOOM)
+    strip = cv2.resize(tile[eyes[1] - half_h:eyes[1] + half_h, eyes[0] - half_w:eyes[0] + half_w],
+                       (TILE_PX, 2 * half_h * EYE_ZOOM), interpolation=cv2.INTER_CUBIC)
     cv2.rectangle(tile, (0, 0), (TILE_PX, 30), (0, 0, 0), -1)
     for k, line in enumerate(caption.split("\n")):
         cv2.putText(tile, line, (4, 12 + 13 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-    return tile
+    return np.vstack([tile, strip])
 
 
 def sheet_frames(clip: RealClip, rows: list[dict], count: int = 4) -> list[int]:

@@ -1,8 +1,8 @@
 """MediaPipe's face detector and face mesh as ONNX models with facecap metadata.
 
 ``ensure_mediapipe_models()`` is the set-up step: it fetches the ``mediapipe==0.10.21``
-wheel (a zip to us: never installed or imported), reads BlazeFace short-range and the
-468-point face mesh from it (plus the 478-point v2 mesh from the shared fixture bundle when
+wheel (a zip to us: never installed or imported), reads BlazeFace short-range, the
+468-point face mesh and the iris model from it (plus the 478-point v2 mesh from the shared fixture bundle when
 present), converts them with tf2onnx in a throwaway venv, checks the ONNX outputs against
 TFLite with onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its ``.json``
 contract (see docs/landmark_models.md). Stamps make repeated calls cost milliseconds.
@@ -250,7 +250,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
-    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468`` and,
+    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468``, ``iris_landmark`` and,
     when the shared fixture bundle exists, ``face_mesh_478``. Each has a ``.json`` sidecar
     (the contract), rewritten whenever this module's constants change."""
     started = time.perf_counter()
