@@ -41,7 +41,8 @@ def test_a_second_call_is_fast_and_changes_nothing(models):
 def test_lost_metadata_is_rewritten_and_damaged_models_are_noticed(models, tmp_path, monkeypatch):
     data = tmp_path / "data"
     shutil.copytree(models_dir(), data / "models",
-                    ignore=lambda folder, names: [n for n in names if not n.startswith(("face_", "mediapipe_"))])
+                    ignore=lambda folder, names: [n for n in names
+                                                  if not n.startswith(("face_", "iris_", "mediapipe_"))])
     monkeypatch.setenv("FACECAP_DATA", str(data))
     (data / "models" / "face_mesh_468.json").unlink()
     messages = []

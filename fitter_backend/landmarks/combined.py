@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fitter_backend.landmarks.eye_refine import SUFFIX as EYE_REFINED_SUFFIX
+from fitter_backend.landmarks.eye_refine import EyeRefinedLandmarker
 from fitter_backend.models.errors import LandmarkModelError
 from fitter_backend.landmarks.pipeline import FrameLandmarker, FrameLandmarks, Landmarker
 from fitter_backend.video.frames import Frame
@@ -78,12 +80,13 @@ class CombinedLandmarker(FrameLandmarker):
 
 def load_landmarker(landmarks: str, device: str = "cpu", realtime: bool = False,
                     progress: Callable[[str], None] = print) -> Landmarker | CombinedLandmarker:
-    """The landmark stage for a model name: one model (``"face_mesh_468"``, a shipped dense
-    model) or ``"FACE+HEAD"``, the face model's points plus the head model's whole-head points."""
+    """The landmark stage for a model name: one model (``"face_mesh_468"``, ``"face_mesh_468_iris"``
+    (its lids redrawn by the iris model), a shipped dense model) or ``"FACE+HEAD"``, the face
+    model's points plus the head model's whole-head points."""
     names = landmarks.split(SEPARATOR)
     if len(names) > 2 or not all(names):
         raise LandmarkModelError(f"landmark model {landmarks!r}: expected one model name or two joined "
                                  f"by {SEPARATOR!r} (face model first, whole-head model second)")
-    models = [Landmarker.from_setup(device=device, landmarks=name, realtime=realtime, progress=progress)
-              for name in names]
+    models = [(EyeRefinedLandmarker if name.endswith(EYE_REFINED_SUFFIX) else Landmarker).from_setup(
+        device=device, landmarks=name, realtime=realtime, progress=progress) for name in names]
     return models[0] if len(models) == 1 else CombinedLandmarker(*models)

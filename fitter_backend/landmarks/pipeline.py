@@ -234,7 +234,7 @@ class Landmarker(FrameLandmarker):
         elif landmarks in models:
             path = models[landmarks]
         else:
-            built = sorted(name for name in models if name != "face_detector")
+            built = sorted(name for name in models if name not in ("face_detector", "iris_landmark"))
             shipped_names = sorted(p.stem for p in shipped_dir.glob("*.onnx"))
             raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {built}, "
                                      f"onnx_models/models/ ships {shipped_names}")

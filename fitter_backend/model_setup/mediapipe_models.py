@@ -1,8 +1,8 @@
 """MediaPipe's face detector and face mesh as ONNX models with facecap metadata.
 
 ``ensure_mediapipe_models()`` is the set-up step: it fetches the ``mediapipe==0.10.21``
-wheel (a zip to us: never installed or imported), reads BlazeFace short-range and the
-468-point face mesh from it (plus the 478-point v2 mesh from the shared fixture bundle when
+wheel (a zip to us: never installed or imported), reads BlazeFace short-range, the
+468-point face mesh and the iris model from it (plus the 478-point v2 mesh from the shared fixture bundle when
 present), converts them with tf2onnx in a throwaway venv, checks the ONNX outputs against
 TFLite with onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its ``.json``
 contract (see docs/landmark_models.md). Stamps make repeated calls cost milliseconds.
@@ -76,6 +76,7 @@ def _wanted_models() -> dict[str, dict]:
     wanted = {
         "face_detector": {"archive": "wheel", "member": "mediapipe/modules/face_detection/face_detection_short_range.tflite"},
         "face_mesh_468": {"archive": "wheel", "member": "mediapipe/modules/face_landmark/face_landmark.tflite"},
+        "iris_landmark": {"archive": "wheel", "member": "mediapipe/modules/iris_landmark/iris_landmark.tflite"},
     }
     if V2_BUNDLE.is_file():
         wanted["face_mesh_478"] = {"archive": str(V2_BUNDLE), "member": "face_landmarks_detector.tflite"}
@@ -207,6 +208,18 @@ def mesh_metadata(name: str, num_landmarks: int, io: dict, regions: dict[str, li
     }
 
 
+def iris_metadata(onnx_name: str, source: dict) -> dict:
+    """MediaPipe's iris model: a 64 px eye crop in [0, 1] -> 71 eye-contour, lid-halo and brow
+    points and 5 iris points, (x, y, z) each in input pixels (fitter_backend.landmarks.eye_refine)."""
+    return {
+        "format": "facecap-eye-landmarks", "format_version": 1, "name": "iris_landmark",
+        "input": {"name": "input_1", "layout": "NHWC", "size_px": 64, "mean": [0.0] * 3, "std": [1.0] * 3},
+        "outputs": {"contour": {"name": "output_eyes_contours_and_brows", "points": 71, "values_per_point": 3},
+                    "iris": {"name": "output_iris", "points": 5, "values_per_point": 3}},
+        "provenance": {"onnx": onnx_name, "licence": "Apache-2.0", **source},
+    }
+
+
 MESH_IO = {
     "face_mesh_468": {"input": "input_1", "mu": "conv2d_21", "presence": "conv2d_31"},
     "face_mesh_478": {"input": "serving_default_input_28:0", "mu": "StatefulPartitionedCall:1",
@@ -237,7 +250,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
-    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468`` and,
+    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468``, ``iris_landmark`` and,
     when the shared fixture bundle exists, ``face_mesh_478``. Each has a ``.json`` sidecar
     (the contract), rewritten whenever this module's constants change."""
     started = time.perf_counter()
@@ -277,6 +290,7 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
         provenance = {k: v for k, v in _read_stamp(name).items()
                       if k in ("archive", "member", "source_sha256", "onnx_vs_tflite_max_abs_diff")}
         metadata = (detector_metadata(f"{name}.onnx", provenance) if name == "face_detector" else
+                    iris_metadata(f"{name}.onnx", provenance) if name == "iris_landmark" else
                     mesh_metadata(name, 478 if name.endswith("478") else 468, MESH_IO[name], regions, provenance))
         _write_if_changed(out / f"{name}.json", json.dumps(metadata, indent=1))
     if stale:

