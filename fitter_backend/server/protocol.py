@@ -136,7 +136,7 @@ MATRIX_4X4 = list_of(list_of(number(), 4, 4), 4, 4)
 
 #: A view's calibration from the artist's Blender camera: camera-to-world matrix in
 #: Blender's world frame (the backend converts) and the focal length in pixels; null = unknown.
-CAMERA = obj({"matrix_world": nullable(MATRIX_4X4), "focal_px": nullable(number(1e-3))})
+CAMERA = obj({"matrix_world": nullable(MATRIX_4X4), "focal_px": nullable(number(1.0, 1e6))})
 
 SOURCE = tagged("kind", {
     "video": obj({"kind": one_of("video"), "paths": list_of(nonempty_string, 1, 64),
