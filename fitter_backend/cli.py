@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; earlier results are unchanged", file=sys.stderr)
         return 130
+    except OSError as exc:  # what no stage named: still one line, with the file
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 2
 
 
 def _interrupt(signum, frame) -> None:

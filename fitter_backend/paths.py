@@ -45,5 +45,6 @@ def opencv_path(path: str | os.PathLike) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         shown = os.fsencode(text).decode("utf-8", "backslashreplace")
-        raise FacecapError(f"the path '{shown}' holds bytes that are not UTF-8 text, which OpenCV cannot open; rename it") from None
+        raise FacecapError(f"the path '{shown}' holds bytes that are not UTF-8 text, which OpenCV cannot "
+                           "open; rename it") from None
     return text

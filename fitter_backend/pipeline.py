@@ -181,8 +181,9 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
         publish(partial, out)
     except OSError as error:  # disk full, permissions changed under the job, ...
         _discard(partial, created)
-        raise OutputError(f"cannot write the results to {out}: {error.strerror or error}"
-                          f"{f' ({error.filename})' if error.filename else ''}; earlier results are unchanged") from None
+        named = f" ({error.filename})" if error.filename else ""
+        raise OutputError(f"cannot write the results to {out}: {error.strerror or error}{named}; "
+                          "earlier results are unchanged") from None
     except BaseException:
         _discard(partial, created)
         raise

@@ -123,7 +123,7 @@ def test_thousands_of_malformed_lines_each_get_an_answer_and_hello_still_works()
      '"paths":["a"],"frame_start":0,"frame_end":1,"cameras":[{"matrix_world":null,"focal_px":Infinity}]}}',
      "line is not JSON (Infinity is not a JSON number)"),
     ('{"protocol":1,"type":"fit","job":"a","head":"open","mode":"offline","out":"/x",'
-     '"source":{"kind":"synthetic","frames":30000,"seed":0}}', "fit.source.frames: 30000 is outside [2, 5000]"),
+     '"source":{"kind":"synthetic","frames":30000,"seed":0}}', "fit.source.frames: 30000 is outside [2, 1000]"),
     ('"' + "\u00e9" * (protocol.MAX_LINE_BYTES // 2 + 10) + '"', "line of 1048598 bytes is longer than the limit"),
 ])
 def test_each_class_of_bad_line_is_named(line, error):

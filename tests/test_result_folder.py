@@ -170,3 +170,9 @@ def test_the_server_refuses_a_bad_out_before_the_job_runs(tmp_path, case):
     assert not [e for e in recorder.of("bad") if e["type"] == "progress" and e["fraction"] > 0.05]
     assert sorted(os.listdir(tmp_path)) == ["empty", "file.txt", "link", "real"] and os.listdir(tmp_path / "real") == ["keep.txt"]
     assert os.listdir(tmp_path / "empty") == [] and (tmp_path / "link").is_symlink()
+
+
+def test_an_os_error_no_stage_named_is_still_one_line():
+    run = run_cli("demo", "--out", "/proc/facecap_demo")  # the demo makes its folder first: EACCES/ENOENT
+    assert run.returncode == 2 and run.stderr.count(b"\n") == 1, run.stderr[-600:]
+    assert run.stderr.startswith(b"error: ") and b"/proc/facecap_demo" in run.stderr

@@ -13,8 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
+from fitter_backend.errors import FitError
 from fitter_backend.fitting.sequence import FitResult
 from fitter_backend.head_models.head_model import HeadModel
+
+
+PER_FRAME = ("expression", "joint_rotations", "translation_m")
+
+
+def _check_finite(arrays: dict[str, np.ndarray]) -> None:
+    """A result the add-on cannot import (an inf translation from an absurd focal) is an error,
+    never written. frame_rms is NaN for frames without landmarks, by design."""
+    for name, values in arrays.items():
+        if values.dtype.kind != "f" or name == "frame_rms" or np.isfinite(values).all():
+            continue
+        where = ""
+        if name in PER_FRAME:
+            frames = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+            where = f" (frame {', '.join(map(str, frames[:5]))})"
+        raise FitError(f"the fit is not finite: {name}{where}; check the camera's focal length and the landmarks")
 
 
 def save_fit_result(result: FitResult, model: HeadModel, folder: str | Path) -> tuple[Path, Path]:
@@ -29,6 +46,7 @@ def save_fit_result(result: FitResult, model: HeadModel, folder: str | Path) -> 
         frame_flags=np.array([",".join(f) for f in result.flags]),
         expression_names=np.array(model.expression_names), joint_names=np.array(model.joint_names),
     )
+    _check_finite(arrays)
     npz_path, json_path = folder / "fit.npz", folder / "fit.json"
     partial = folder / "fit.npz.partial"
     with open(partial, "wb") as handle:

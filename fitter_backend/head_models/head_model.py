@@ -187,6 +187,18 @@ class HeadModel:
             if len(actual) != len(shape) or any(e is not None and a != e for a, e in zip(actual, shape)):
                 fail(f"{field} has shape {actual}, expected {tuple('*' if e is None else e for e in shape)}")
 
+        # Kinds first: a float index or a complex vertex would pass the shape checks and break later.
+        integer_fields = ("triangles", "joint_parents", "eyeball_joints")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, np.ndarray):
+                continue
+            if field.name in integer_fields and value.dtype.kind not in "iu":
+                fail(f"{field.name} must hold integers, got {value.dtype}")
+            if field.name not in integer_fields and value.dtype.kind != "f":
+                fail(f"{field.name} must hold real numbers, got {value.dtype}")
+        if self.semantic_points.triangle.dtype.kind not in "iu":
+            fail(f"semantic point triangles must hold integers, got {self.semantic_points.triangle.dtype}")
         v, j = self.template.shape[0] if self.template.ndim == 2 else -1, self.joint_parents.shape[0]
         expect_shape("template", (None, 3))
         expect_shape("identity_basis", (v, 3, None))
@@ -287,8 +299,17 @@ class HeadModel:
             raise HeadModelError(f"{path} is not {expected}: it has no 'meta_json' entry")
         try:
             meta = json.loads(arrays.pop("meta_json").tobytes().decode())
-        except ValueError:
+        except (ValueError, RecursionError):
             raise HeadModelError(f"{path} is not {expected}: its metadata is not JSON") from None
+        if not isinstance(meta, dict):
+            raise HeadModelError(f"{path} is not {expected}: its metadata must be a JSON object")
+        for key in ("name", "attribution"):
+            if not isinstance(meta.get(key, ""), str):
+                raise HeadModelError(f"{path} is not {expected}: metadata {key!r} must be a string")
+        for key in ("expression_names", "joint_names", "semantic_names"):
+            names = meta.get(key)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise HeadModelError(f"{path} is not {expected}: metadata {key!r} must be a list of names")
         if meta.get("format") != "facecap-head-model" or meta.get("format_version") != FORMAT_VERSION:
             raise HeadModelError(
                 f"{path} is not {expected} of format version {FORMAT_VERSION} (found {meta.get('format_version')})")

@@ -23,6 +23,11 @@ from fitter_backend.roi.regions import SquareRoi
 FORMAT = "facecap-face-detector"
 MIN_WINDOW_PX = 256  # BlazeFace wants faces >= ~20% of its input: ~50 px faces at this window size
 WINDOW_BATCH = 32
+#: Most windows one frame's search may run: the search stops before a level that would pass it.
+#: Frames up to 1920x1080 search every level down to MIN_WINDOW_PX (32 windows); a 4K frame
+#: stops at 960 px windows (faces from ~190 px), a 20000 px one at 5000 px: without the bound a
+#: 4K frame without a face ran 155 windows and a 20000x20000 image ~16,000.
+MAX_WINDOWS_PER_FRAME = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +164,12 @@ class FaceDetector:
         height, width = image.shape[:2]
         side = max(width, height)
         found = self._run([(image, SquareRoi((width / 2, height / 2), side))], white_level)
-        window = side / 2
+        window, budget = side / 2, MAX_WINDOWS_PER_FRAME - 1
         while not found and window >= MIN_WINDOW_PX:
             squares = sliding_windows(width, height, window)
+            budget -= len(squares)
+            if budget < 0:
+                break
             for start in range(0, len(squares), WINDOW_BATCH):
                 found += self._run([(image, square) for square in squares[start:start + WINDOW_BATCH]], white_level)
             if found:  # merge faces seen by several overlapping windows

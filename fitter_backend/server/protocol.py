@@ -18,7 +18,7 @@ import re
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20          # longer lines are refused, not parsed (counted in UTF-8 bytes)
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # safe as a folder name (whole string: fullmatch)
-MAX_SYNTHETIC_FRAMES = 5000       # a synthetic shot's frames (the add-on's limit): bounds memory and time
+MAX_SYNTHETIC_FRAMES = 1000       # a synthetic shot's frames: about 0.5 MB each at peak (400 frames: 0.4 GB)
 
 
 class ProtocolError(ValueError):
@@ -136,7 +136,7 @@ MATRIX_4X4 = list_of(list_of(number(), 4, 4), 4, 4)
 
 #: A view's calibration from the artist's Blender camera: camera-to-world matrix in
 #: Blender's world frame (the backend converts) and the focal length in pixels; null = unknown.
-CAMERA = obj({"matrix_world": nullable(MATRIX_4X4), "focal_px": nullable(number(1e-3))})
+CAMERA = obj({"matrix_world": nullable(MATRIX_4X4), "focal_px": nullable(number(1.0, 1e6))})
 
 SOURCE = tagged("kind", {
     "video": obj({"kind": one_of("video"), "paths": list_of(nonempty_string, 1, 64),

@@ -112,6 +112,11 @@ def calibration_file(folder: Path, paths: list[Path], cameras: list[dict]) -> Pa
         matrix = np.asarray(camera["matrix_world"], dtype=np.float64)
         if np.abs(np.linalg.norm(matrix[:3, :3], axis=0) - 1).max() > 1e-3:
             raise FitError(f"the camera of view {number + 1} ({path.name}) is scaled; set its scale to 1")
+        # Only a rotation and a translation can be inverted safely (a singular one raised LinAlgError).
+        if (np.abs(matrix[:3, :3].T @ matrix[:3, :3] - np.eye(3)).max() > 1e-3 or np.linalg.det(matrix[:3, :3]) < 0
+                or np.abs(matrix[3] - [0, 0, 0, 1]).max() > 1e-9):
+            raise FitError(f"the camera of view {number + 1} ({path.name}) is not a rigid transform (sheared, "
+                           "mirrored or projective); give it a plain rotation and position")
         relative = np.linalg.inv(matrix) @ first
         entries.append({"name": f"view{number + 1}", "image_size_px": size, "focal_px": camera["focal_px"],
                         "R": relative[:3, :3].tolist() if number else np.eye(3).tolist(),

@@ -21,6 +21,7 @@ import numpy as np
 # FFmpeg's and OpenCV's own chatter on bad files; the errors below say what went wrong.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(8192 * 8192))
 import cv2  # noqa: E402
 
 from fitter_backend.paths import opencv_path  # noqa: E402
@@ -28,6 +29,9 @@ from fitter_backend.video.errors import VideoError  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 MIN_SIDE_PX = 32
+#: Largest frame taken (8K x 8K): a frame is decoded whole, 200 MB at 8 bits. Larger images are
+#: refused from their header (PNG, JPEG; OpenCV's own limit below for other formats).
+MAX_IMAGE_PIXELS = 8192 * 8192
 DEFAULT_SEQUENCE_FPS = 25.0
 #: Opening checks the last wanted frame; where seeking is unreliable, decode at most this many.
 UPFRONT_DECODE_LIMIT = 300
@@ -81,6 +85,9 @@ def to_rgb(raw: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _check_size(width: int, height: int, name: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise VideoError(f"{name} is {width}x{height} pixels: more than the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         "megapixels a frame may have; scale it down")
     if min(width, height) < MIN_SIDE_PX:
         raise VideoError(f"{name}: {width}x{height} pixels is too small to hold a face "
                          f"(need at least {MIN_SIDE_PX}x{MIN_SIDE_PX})")
@@ -228,11 +235,28 @@ class ImageSequenceSource(FrameSource):
             yield self._frame(index, to_rgb(raw, str(path))[0])
 
 
+def declared_image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, read before decoding; None for others."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith(b"\xff\xd8"):
+        at = 2
+        while at + 9 < len(head) and head[at] == 0xFF:
+            marker, length = head[at + 1], int.from_bytes(head[at + 2:at + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(head[at + 7:at + 9], "big"), int.from_bytes(head[at + 5:at + 7], "big")
+            at += 2 + length
+    return None
+
+
 def _read_image(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise VideoError(f"image {path} cannot be read: {error.strerror or error}") from None
+    declared = declared_image_size(data[:1 << 16].tobytes())
+    if declared is not None:
+        _check_size(*declared, str(path))
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if raw is None:
         raise VideoError(f"image {path} cannot be decoded: empty, damaged or not an image format OpenCV reads")

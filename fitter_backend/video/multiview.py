@@ -21,6 +21,8 @@ from fitter_backend.video.frames import Frame, FrameSource, open_video
 FORMAT = "facecap-calibration"
 FORMAT_VERSION = 1
 CAMERA_KEYS = {"name", "video", "image_size_px", "focal_px", "R", "t_m"}
+#: focal_px / the longer image side: about 180 degrees (0.05) to 0.6 degrees (100) of view.
+FOCAL_RANGE = (0.05, 100.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,8 @@ def load_calibration(calibration_json: str | Path) -> list[CameraCalibration]:
         raise CalibrationError(f"calibration file {path} is unreadable: {error}") from None
     except json.JSONDecodeError as error:
         raise CalibrationError(f"calibration file {path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CalibrationError(f"calibration file {path} is nested too deeply to be a calibration") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
         raise CalibrationError(f"calibration file {path}: expected an object with format {FORMAT!r} "
                                f"and format_version {FORMAT_VERSION}")
@@ -87,8 +91,10 @@ def load_calibration(calibration_json: str | Path) -> list[CameraCalibration]:
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
             raise CalibrationError(f"{where}: image_size_px must be [width, height] in whole pixels, got {size!r}")
         focal = entry.get("focal_px")
-        if focal is not None and not (_is_number(focal) and focal > 0):
-            raise CalibrationError(f"{where}: focal_px must be a positive number or null (unknown), got {focal!r}")
+        low, high = (k * max(size) for k in FOCAL_RANGE)
+        if focal is not None and not (_is_number(focal) and low <= focal <= high):
+            raise CalibrationError(f"{where}: focal_px must be between {low:g} and {high:g} px for a "
+                                   f"{size[0]}x{size[1]} image, or null (unknown); got {focal!r}")
         rotation = _matrix(entry["R"], (3, 3), f"{where}.R")
         if np.abs(rotation @ rotation.T - np.eye(3)).max() > 1e-4 or np.linalg.det(rotation) < 0:
             raise CalibrationError(f"{where}.R is not a rotation matrix (orthonormal, determinant +1)")

@@ -178,7 +178,7 @@ def test_a_flame_path_that_is_not_flame(addon, tmp_path, name, content, match, r
 def test_the_backend_validates_requests_from_the_addon_side_too(addon):
     from facecap import backend
     proto = backend.protocol()
-    with pytest.raises(proto.ProtocolError, match=r"fit\.source\.frames: 1 is outside \[2, 100000\]"):
+    with pytest.raises(proto.ProtocolError, match=rf"fit\.source\.frames: 1 is outside \[2, {proto.MAX_SYNTHETIC_FRAMES}\]"):
         proto.parse_request({"protocol": 1, "type": "fit", "job": "a", "head": "open", "mode": "offline",
                              "out": "/tmp/x", "source": {"kind": "synthetic", "frames": 1, "seed": 0}})
     assert "numpy" not in vars(proto)  # the shared protocol module is standard library only
