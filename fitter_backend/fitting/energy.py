@@ -19,7 +19,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import left_jacobian_so3, rodrigues, skew, surface_points
+from fitter_backend.head_models.lbs import skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
 
@@ -50,11 +50,11 @@ class _Chunk:
 def project(points: np.ndarray, cameras: Cameras, camera: int, derivatives: bool = True) -> Projection:
     """:func:`fitter_backend.fitting.cameras.project` by a compiled kernel: the same figures,
     without the dozens of numpy calls that dominate it for one frame's few hundred points."""
-    rotation_vector = cameras.rotation[camera]
+    rotation, left = rig_kernels.rotations_and_left_jacobians(cameras.rotation[camera: camera + 1])
     cx, cy = cameras.principal_point_px[camera]
     pixels, camera_points, d_world, d_log_focal, d_extrinsics = rig_kernels.project_points(
-        np.asarray(points, dtype=np.float64), rodrigues(rotation_vector), cameras.translation_m[camera],
-        float(cameras.focal_px[camera]), float(cx), float(cy), left_jacobian_so3(rotation_vector), derivatives)
+        np.asarray(points, dtype=np.float64), rotation[0], cameras.translation_m[camera],
+        float(cameras.focal_px[camera]), float(cx), float(cy), left[0], derivatives)
     if not derivatives:
         return Projection(pixels, camera_points)
     return Projection(pixels, camera_points, d_world, d_log_focal, d_extrinsics)
@@ -309,7 +309,7 @@ class ShotEnergy:
             local = np.einsum("ndc,nvd->nvc", rotation, relative)                    # R^T (x - o)
             signed = local @ hull.normals.T + hull.offsets                           # (n, V, H)
             nearest = np.argmax(signed, axis=2)
-            depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
+            depth = -np.max(signed, axis=2)
             active = depth > 0
             rows.append(weight * np.where(active, depth, 0.0))
             hit = np.flatnonzero(active.any(axis=0))

@@ -169,3 +169,59 @@ def project_points(points: np.ndarray, rotation: np.ndarray, translation: np.nda
                     e2 = a0 * rotated[1] - a1 * rotated[0]
                     d_extrinsics[n, s, r, c] = d_camera[r, 0] * e0 + d_camera[r, 1] * e1 + d_camera[r, 2] * e2
     return pixels, camera_points, d_world, d_log_focal, d_extrinsics
+
+
+@numba.njit(cache=True)
+def _rotation_and_left_jacobian(v0: float, v1: float, v2: float, rotation: np.ndarray, left: np.ndarray) -> None:
+    """Rodrigues' R(v) and the left Jacobian J_l(v) of one axis-angle (lbs.rodrigues and
+    lbs.left_jacobian_so3, Taylor series below 1e-4 rad), written into two (3, 3) arrays."""
+    theta2 = v0 * v0 + v1 * v1 + v2 * v2
+    theta = np.sqrt(theta2)
+    if theta < 1e-4:
+        a, b, c = 1.0 - theta2 / 6.0, 0.5 - theta2 / 24.0, 1.0 / 6.0 - theta2 / 120.0
+    else:
+        sin, cos = np.sin(theta), np.cos(theta)
+        a, b, c = sin / theta, (1.0 - cos) / theta2, (theta - sin) / (theta2 * theta)
+    v = (v0, v1, v2)
+    skew = ((0.0, -v2, v1), (v2, 0.0, -v0), (-v1, v0, 0.0))
+    for i in range(3):
+        for j in range(3):
+            square = v[i] * v[j] - (theta2 if i == j else 0.0)  # skew(v)^2 = v v^T - |v|^2 I
+            eye = 1.0 if i == j else 0.0
+            rotation[i, j] = eye + a * skew[i][j] + b * square
+            left[i, j] = eye + b * skew[i][j] + c * square
+
+
+@numba.njit(cache=True)
+def rotations_and_left_jacobians(rotvecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) axis-angles -> rotation matrices (M, 3, 3) and left Jacobians (M, 3, 3)."""
+    m = rotvecs.shape[0]
+    rotations = np.empty((m, 3, 3))
+    lefts = np.empty((m, 3, 3))
+    for i in range(m):
+        _rotation_and_left_jacobian(rotvecs[i, 0], rotvecs[i, 1], rotvecs[i, 2], rotations[i], lefts[i])
+    return rotations, lefts
+
+
+@numba.njit(cache=True)
+def kinematic_chain(rotations_local: np.ndarray, joints: np.ndarray, parents: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """lbs.kinematic_chain: world rotations (N, J, 3, 3) and origins (N, J, 3) from local
+    rotations (N, J, 3, 3), rest joints (N, J, 3) and parents (J,), the root first."""
+    n_frames, n_joints = rotations_local.shape[0], rotations_local.shape[1]
+    world = np.empty_like(rotations_local)
+    origins = np.empty_like(joints)
+    for n in range(n_frames):
+        world[n, 0] = rotations_local[n, 0]
+        origins[n, 0] = joints[n, 0]
+        for j in range(1, n_joints):
+            p = parents[j]
+            for r in range(3):
+                origins[n, j, r] = origins[n, p, r] + (world[n, p, r, 0] * (joints[n, j, 0] - joints[n, p, 0])
+                                                       + world[n, p, r, 1] * (joints[n, j, 1] - joints[n, p, 1])
+                                                       + world[n, p, r, 2] * (joints[n, j, 2] - joints[n, p, 2]))
+                for c in range(3):
+                    world[n, j, r, c] = (world[n, p, r, 0] * rotations_local[n, j, 0, c]
+                                         + world[n, p, r, 1] * rotations_local[n, j, 1, c]
+                                         + world[n, p, r, 2] * rotations_local[n, j, 2, c])
+    return world, origins
