@@ -196,36 +196,49 @@ class ShotEnergy:
                 projected.append((pixels[:, :, watched], None, None))
                 continue
             n = len(frames)
-            rows = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared)
-            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]))
+            rows, gradient = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared, residual)
+            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]), gradient)
             # E_temporal differentiates the unweighted projection of the watched landmarks.
-            plain = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
+            plain, _ = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
             p = layout.frame_size
             projected.append((pixels[:, :, watched], plain[..., :p], plain[..., p:] if with_shared else None))
         return [(frames, p) for p in projected]
 
     def _projected_rows(self, chunk: _Chunk, proj, layout: Layout, camera: int, points, weight: np.ndarray,
-                        with_shared: bool) -> np.ndarray:
+                        with_shared: bool, residual: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, 2, S', p + q) float32 rows of projected points ``points`` (a slice or indices of the
-        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns."""
+        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns. With
+        the rows' ``residual`` (n, 2, S'), also J^T r (n, p + q) in float64."""
         n, p = len(chunk.frames), layout.frame_size
         d_world = proj.d_world[:, points]
         num = d_world.shape[1]
-        rows = np.zeros((n, 2, num, p + (layout.shared_size if with_shared else 0)), dtype=np.float32)
-        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0)
+        width = p + (layout.shared_size if with_shared else 0)
+        rows = np.zeros((n, 2, num, width), dtype=np.float32)
+        gradient = np.zeros((n, width)) if residual is not None else None
+        kernel_residual = residual if residual is not None else np.zeros((0, 0, 0))
+        kernel_gradient = gradient if gradient is not None else np.zeros((0, 0))
+        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0,
+                                 kernel_residual, kernel_gradient)
         if not with_shared:
-            return rows
+            return rows, gradient
         if chunk.d_identity is not None:
-            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p)
+            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p,
+                                     kernel_residual, kernel_gradient)
         w = weight[:, None]
+        camera_columns = []
         focal_col = layout.focal_column(camera)
         if focal_col is not None:
             rows[..., p + focal_col] = proj.d_log_focal[:, points].transpose(0, 2, 1) * w
+            camera_columns.append(p + focal_col)
         extrinsic_cols = layout.extrinsic_columns(camera)
         if extrinsic_cols is not None:
             rows[..., p + extrinsic_cols.start: p + extrinsic_cols.stop] = (
                 proj.d_extrinsics[:, points].transpose(0, 2, 1, 3) * w[..., None])
-        return rows
+            camera_columns += range(p + extrinsic_cols.start, p + extrinsic_cols.stop)
+        if gradient is not None and camera_columns:
+            gradient[:, camera_columns] = np.einsum("nrsk,nrs->nk", rows[..., camera_columns], residual)
+        return rows, gradient
 
     # -- E_temporal -------------------------------------------------------------------------
     def _temporal(self, projected: list, previous, equations: NormalEquations | None, terms: _Tally):

@@ -100,14 +100,16 @@ def rotation_derivative(moved: np.ndarray, origins_world: np.ndarray, world_axes
 
 @numba.njit(cache=True)
 def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, out: np.ndarray,
-                 column: int) -> None:
+                 column: int, residual: np.ndarray, gradient: np.ndarray) -> None:
     """Rows of projected points, chain rule per point: out[n, r, s, column + k] =
-    weight[n, s] sum_c d_world[n, s, r, c] d_points[n, c, s, k].
+    weight[n, s] sum_c d_world[n, s, r, c] d_points[n, c, s, k]; with a residual (N, 2, S)
+    (else an empty array) also adds J^T r to gradient[n, column + k], in float64.
 
     d_world (N, S, 2, 3) d pixels / d world point; d_points (N, 3, S, K) float32; weight (N, S);
-    out (N, 2, S, K') float32, K' >= column + K.
+    out (N, 2, S, K') float32, K' >= column + K; gradient (N, K') float64.
     """
     n_frames, n_points, k_size = d_points.shape[0], d_points.shape[2], d_points.shape[3]
+    with_gradient = residual.size > 0
     for n in range(n_frames):
         for s in range(n_points):
             w = weight[n, s]
@@ -119,6 +121,11 @@ def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, 
                 row = out[n, r, s, column:column + k_size]
                 for k in range(k_size):
                     row[k] = a0 * x[k] + a1 * y[k] + a2 * z[k]
+                if with_gradient:
+                    e = residual[n, r, s]
+                    g = gradient[n, column:column + k_size]
+                    for k in range(k_size):
+                        g[k] += np.float64(row[k]) * e
 
 
 @numba.njit(cache=True)
