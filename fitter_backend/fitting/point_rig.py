@@ -247,14 +247,9 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
     rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree, rig.pair_point,
                                     rig.pair_joint, rig.pair_weight, rotation_out, rotation_column)
     if rig.pair_correctives.shape[2]:
-        # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
-        for k in range(1, rig.num_joints):
-            block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
-            d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
-            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, rig.pair_joint], d_rest, optimize=True)
-            columns = slice(rotation_column + 3 * k, rotation_column + 3 * k + 3)
-            rotation_out[..., columns] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+        rig_kernels.corrective_rotation_derivative(state.rotations_world, d_local, rig.pair_correctives,
+                                                   rig.pair_point, rig.pair_joint, rotation_out, rotation_column)
     if rotation_d is not None:
         rotation_d = rotation_d.reshape(num_frames, 3, num_points, rig.num_joints, 3)
     return PointJacobians(identity_d, expression_d, rotation_d, world_axes)

@@ -232,3 +232,33 @@ def kinematic_chain(rotations_local: np.ndarray, joints: np.ndarray, parents: np
                                          + world[n, p, r, 1] * rotations_local[n, j, 1, c]
                                          + world[n, p, r, 2] * rotations_local[n, j, 2, c])
     return world, origins
+
+
+@numba.njit(cache=True)
+def corrective_rotation_derivative(rotations_world: np.ndarray, d_local: np.ndarray, pair_correctives: np.ndarray,
+                                   pair_point: np.ndarray, pair_joint: np.ndarray, out: np.ndarray,
+                                   column: int) -> None:
+    """Adds the pose correctives' part of d points / d axis-angle to out[..., column + 3 k + a]:
+    the correctives of joint k >= 1 follow vec(R_k - I), and each pair's share is rotated by its
+    joint: R_j sum_m C_q[:, 9 (k - 1) + m] d vec(R_k)_m / d r_ka.
+
+    rotations_world (N, J, 3, 3); d_local (N, J, 3, 9) d vec(R_k) / d r_k; pair_correctives (Q, 3, 9 (J - 1)).
+    """
+    n_frames, n_pairs, n_joints = rotations_world.shape[0], pair_correctives.shape[0], d_local.shape[1]
+    d_rest = np.empty((3, 3))
+    for n in range(n_frames):
+        for q in range(n_pairs):
+            j, s = pair_joint[q], pair_point[q]
+            for k in range(1, n_joints):
+                base = 9 * (k - 1)
+                for c in range(3):
+                    for a in range(3):
+                        total = 0.0
+                        for m in range(9):
+                            total += pair_correctives[q, c, base + m] * d_local[n, k, a, m]
+                        d_rest[c, a] = total
+                for c in range(3):
+                    for a in range(3):
+                        out[n, c, s, column + 3 * k + a] += (rotations_world[n, j, c, 0] * d_rest[0, a]
+                                                             + rotations_world[n, j, c, 1] * d_rest[1, a]
+                                                             + rotations_world[n, j, c, 2] * d_rest[2, a])
