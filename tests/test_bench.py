@@ -167,7 +167,8 @@ def quick_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "figures.json"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["fit", "--quick", "--skip-baselines", "--json", str(path)])
+        code = main(["fit", "--quick", "--skip-baselines", "--against-baseline", "--repeats", "1",
+                     "--json", str(path)])
     return code, out.getvalue(), json.loads(path.read_text())
 
 
@@ -177,6 +178,16 @@ def test_quick_benchmark_prints_every_problem_and_the_targets(quick_run):
     for title in PROBLEMS.values():
         assert f"== {title} ==" in printed
     assert "== targets" in printed
+    # Before/after against the frozen kernels: both fits of every problem, the same accuracy up to
+    # float32 rounding (J^T J is formed in float32 by both, in different orders).
+    assert "== speed against the frozen pre-numba kernels" in printed
+    rows = figures["against_baseline"]
+    assert [r["problem"] for r in rows] == list(PROBLEMS)
+    for r in rows:
+        for mode in ("joint", "realtime"):
+            assert r[mode]["speedup_cpu"] > 0
+            assert r[mode]["baseline"]["vertex_median_mm"] == pytest.approx(r[mode]["current"]["vertex_median_mm"],
+                                                                            rel=0.02)
     targets = figures["targets"]
     assert targets and all(line in printed for line in
                            (f"{'PASS' if t['passed'] else 'MISS'}  {t['target']}: {t['measured']}" for t in targets))
@@ -215,3 +226,20 @@ def test_bad_options_get_one_clear_message(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_frozen_baseline_kernels_give_the_same_energy_and_normal_equations():
+    """The bench's before/after ratio is only fair if the frozen kernels solve the same problem:
+    energy, gradient and J^T J agree with the current kernels (J^T J to float32 precision)."""
+    from fitter_backend.bench.baseline_fitter import baseline_kernels
+
+    shot, energy, layout, start = toy_problem()
+    current = energy.evaluate(start, layout, True)
+    with baseline_kernels():
+        frozen = energy.evaluate(start, layout, True)
+    after = energy.evaluate(start, layout, True)
+    assert frozen.energy == pytest.approx(current.energy, rel=1e-10)
+    assert after.energy == current.energy  # the switch is undone
+    for name in ("frame_gradient", "shared_gradient", "frame_frame", "frame_shared", "shared_shared", "frame_next"):
+        a, b = getattr(current.equations, name), getattr(frozen.equations, name)
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), name

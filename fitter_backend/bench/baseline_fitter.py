@@ -3,8 +3,9 @@ that one benchmark run prints before/after ratios against them (``fit --against-
 
 :func:`baseline_kernels` swaps them in for the duration of a ``with`` block; the solver, the
 energy terms and everything else stay the current code, so the ratio isolates the kernels.
-Frozen from commit 34c2e95: point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks and
-ShotEnergy._intersections.
+Frozen from commit 34c2e95: point_rig.evaluate, point_rig.jacobians, ShotEnergy._chunk,
+ShotEnergy._landmarks and ShotEnergy._intersections (the energy's projection there is
+cameras.project, which this work left as it was).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from fitter_backend.fitting import point_rig
 from fitter_backend.fitting.cameras import project
-from fitter_backend.fitting.energy import ShotEnergy, _Tally
+from fitter_backend.fitting.energy import ShotEnergy, _Chunk, _Tally
 from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import Layout, Parameters
 from fitter_backend.fitting.point_rig import PointJacobians, PointRig, PointState
@@ -120,6 +121,26 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
             rotation_d[:, :, :, k, :] += np.add.reduceat(per_pair, rig.pair_start, axis=1)
     return PointJacobians(identity_d, expression_d, np.ascontiguousarray(rotation_d.transpose(0, 2, 1, 3, 4)),
                           world_axes)
+
+
+def _chunk(self: ShotEnergy, params: Parameters, layout: Layout, frames: np.ndarray, derivatives: bool,
+           with_identity: bool, with_expression: bool) -> _Chunk:
+    """ShotEnergy._chunk before the kernels (derivatives copied into the per-frame block)."""
+    state = point_rig.evaluate(self.rig, params.identity, params.expression[frames],
+                               params.rotations[frames], params.translation_m[frames])
+    if not derivatives:
+        return _Chunk(frames, state.points, None, None, state, None)
+    jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
+                              with_identity=with_identity, with_expression=with_expression)
+    n, num_points = state.points.shape[:2]
+    d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
+    if with_expression:
+        d_frame[..., layout.expression_slice] = jac.expression
+    d_frame[..., layout.rotation_slice] = jac.rotation.reshape(n, 3, num_points, -1)
+    for c in range(3):
+        d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
+    d_identity = jac.identity if with_identity else None
+    return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
 
 
 def _rows_2x3(d_world: np.ndarray, d_points: np.ndarray) -> np.ndarray:
@@ -242,10 +263,12 @@ def _intersections(self: ShotEnergy, chunk, layout: Layout, equations: NormalEqu
 @contextlib.contextmanager
 def baseline_kernels() -> Iterator[None]:
     """Run the enclosed fits with the frozen kernels."""
-    saved = point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks, ShotEnergy._intersections
+    saved = (point_rig.evaluate, point_rig.jacobians, ShotEnergy._chunk, ShotEnergy._landmarks,
+             ShotEnergy._intersections)
     point_rig.evaluate, point_rig.jacobians = evaluate, jacobians
-    ShotEnergy._landmarks, ShotEnergy._intersections = _landmarks, _intersections
+    ShotEnergy._chunk, ShotEnergy._landmarks, ShotEnergy._intersections = _chunk, _landmarks, _intersections
     try:
         yield
     finally:
-        point_rig.evaluate, point_rig.jacobians, ShotEnergy._landmarks, ShotEnergy._intersections = saved
+        (point_rig.evaluate, point_rig.jacobians, ShotEnergy._chunk, ShotEnergy._landmarks,
+         ShotEnergy._intersections) = saved

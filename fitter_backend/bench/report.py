@@ -11,7 +11,9 @@ import math
 from fitter_backend.bench.baselines import SCIPY_TRF, TORCH_LBFGS
 
 JOINT_MS_PER_FRAME = 10.0
-REALTIME_MS_PER_FRAME = 3.0
+REALTIME_MS_PER_FRAME = 3.0        # with up to REALTIME_LANDMARKS landmarks (the paper's 320) ...
+REALTIME_LANDMARKS = 320
+REALTIME_MS_PER_FRAME_DENSE = 5.0  # ... and with more (issue 17: 700)
 IDENTITY_MM = 1.0
 FOCAL_PCT = 5.0
 SPEEDUP = 10.0
@@ -142,13 +144,15 @@ def targets(results: dict) -> list[dict]:
             add(f"joint fit <= {JOINT_MS_PER_FRAME:g} ms per frame (one core)", p["title"],
                 f"{j['ms_per_frame_cpu']:.1f} ms CPU ({j['ms_per_frame_wall']:.1f} ms wall)",
                 j["ms_per_frame_cpu"] <= JOINT_MS_PER_FRAME)
+            limit = REALTIME_MS_PER_FRAME if p["landmarks"] <= REALTIME_LANDMARKS else REALTIME_MS_PER_FRAME_DENSE
+            target = f"real-time mode <= {limit:g} ms per frame with {p['landmarks']} landmarks"
             if rt is None:
-                add(f"real-time mode <= {REALTIME_MS_PER_FRAME:g} ms per frame", p["title"], "not available", False)
+                add(target, p["title"], "not available", False)
             else:
                 per_frame = rt.get("tracking_ms_per_frame_cpu", rt["ms_per_frame_cpu"])
-                add(f"real-time mode <= {REALTIME_MS_PER_FRAME:g} ms per frame", p["title"],
+                add(target, p["title"],
                     f"{per_frame:.2f} ms CPU per tracked frame ({rt['ms_per_frame_cpu']:.1f} ms with calibration)",
-                    per_frame <= REALTIME_MS_PER_FRAME)
+                    per_frame <= limit)
         add(f"identity median error < {IDENTITY_MM:g} mm", p["title"], f"{j['identity_median_mm']:.3f} mm",
             j["identity_median_mm"] < IDENTITY_MM)
         add(f"focal within {FOCAL_PCT:g}%", p["title"], f"{j['focal_error_pct']:.2f}%",

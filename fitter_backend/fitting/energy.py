@@ -19,7 +19,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import left_jacobian_so3, rodrigues, skew, surface_points
+from fitter_backend.head_models.lbs import skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
 
@@ -50,11 +50,11 @@ class _Chunk:
 def project(points: np.ndarray, cameras: Cameras, camera: int, derivatives: bool = True) -> Projection:
     """:func:`fitter_backend.fitting.cameras.project` by a compiled kernel: the same figures,
     without the dozens of numpy calls that dominate it for one frame's few hundred points."""
-    rotation_vector = cameras.rotation[camera]
+    rotation, left = rig_kernels.rotations_and_left_jacobians(cameras.rotation[camera: camera + 1])
     cx, cy = cameras.principal_point_px[camera]
     pixels, camera_points, d_world, d_log_focal, d_extrinsics = rig_kernels.project_points(
-        np.asarray(points, dtype=np.float64), rodrigues(rotation_vector), cameras.translation_m[camera],
-        float(cameras.focal_px[camera]), float(cx), float(cy), left_jacobian_so3(rotation_vector), derivatives)
+        np.asarray(points, dtype=np.float64), rotation[0], cameras.translation_m[camera],
+        float(cameras.focal_px[camera]), float(cx), float(cy), left[0], derivatives)
     if not derivatives:
         return Projection(pixels, camera_points)
     return Projection(pixels, camera_points, d_world, d_log_focal, d_extrinsics)
@@ -197,36 +197,49 @@ class ShotEnergy:
                 projected.append((pixels[:, :, watched], None, None))
                 continue
             n = len(frames)
-            rows = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared)
-            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]))
+            rows, gradient = self._projected_rows(chunk, proj, layout, c, lm, weight, with_shared, residual)
+            equations.add_stacked_rows(frames, residual.reshape(n, -1), rows.reshape(n, -1, rows.shape[-1]), gradient)
             # E_temporal differentiates the unweighted projection of the watched landmarks.
-            plain = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
+            plain, _ = self._projected_rows(chunk, proj, layout, c, watched, np.ones((n, len(watched))), with_shared)
             p = layout.frame_size
             projected.append((pixels[:, :, watched], plain[..., :p], plain[..., p:] if with_shared else None))
         return [(frames, p) for p in projected]
 
     def _projected_rows(self, chunk: _Chunk, proj, layout: Layout, camera: int, points, weight: np.ndarray,
-                        with_shared: bool) -> np.ndarray:
+                        with_shared: bool, residual: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, 2, S', p + q) float32 rows of projected points ``points`` (a slice or indices of the
-        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns."""
+        landmarks), scaled per point by ``weight`` (n, S'); q is 0 without shared columns. With
+        the rows' ``residual`` (n, 2, S'), also J^T r (n, p + q) in float64."""
         n, p = len(chunk.frames), layout.frame_size
         d_world = proj.d_world[:, points]
         num = d_world.shape[1]
-        rows = np.zeros((n, 2, num, p + (layout.shared_size if with_shared else 0)), dtype=np.float32)
-        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0)
+        width = p + (layout.shared_size if with_shared else 0)
+        rows = np.zeros((n, 2, num, width), dtype=np.float32)
+        gradient = np.zeros((n, width)) if residual is not None else None
+        kernel_residual = residual if residual is not None else np.zeros((0, 0, 0))
+        kernel_gradient = gradient if gradient is not None else np.zeros((0, 0))
+        rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_frame[:, :, points]), weight, rows, 0,
+                                 kernel_residual, kernel_gradient)
         if not with_shared:
-            return rows
+            return rows, gradient
         if chunk.d_identity is not None:
-            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p)
+            rig_kernels.project_rows(d_world, np.ascontiguousarray(chunk.d_identity[:, :, points]), weight, rows, p,
+                                     kernel_residual, kernel_gradient)
         w = weight[:, None]
+        camera_columns = []
         focal_col = layout.focal_column(camera)
         if focal_col is not None:
             rows[..., p + focal_col] = proj.d_log_focal[:, points].transpose(0, 2, 1) * w
+            camera_columns.append(p + focal_col)
         extrinsic_cols = layout.extrinsic_columns(camera)
         if extrinsic_cols is not None:
             rows[..., p + extrinsic_cols.start: p + extrinsic_cols.stop] = (
                 proj.d_extrinsics[:, points].transpose(0, 2, 1, 3) * w[..., None])
-        return rows
+            camera_columns += range(p + extrinsic_cols.start, p + extrinsic_cols.stop)
+        if gradient is not None and camera_columns:
+            gradient[:, camera_columns] = np.einsum("nrsk,nrs->nk", rows[..., camera_columns], residual)
+        return rows, gradient
 
     # -- E_temporal -------------------------------------------------------------------------
     def _temporal(self, projected: list, previous, equations: NormalEquations | None, terms: _Tally):
@@ -310,7 +323,7 @@ class ShotEnergy:
             local = np.einsum("ndc,nvd->nvc", rotation, relative)                    # R^T (x - o)
             signed = local @ hull.normals.T + hull.offsets                           # (n, V, H)
             nearest = np.argmax(signed, axis=2)
-            depth = -np.take_along_axis(signed, nearest[..., None], axis=2)[..., 0]
+            depth = -np.max(signed, axis=2)
             active = depth > 0
             rows.append(weight * np.where(active, depth, 0.0))
             hit = np.flatnonzero(active.any(axis=0))

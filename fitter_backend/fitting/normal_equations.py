@@ -48,9 +48,11 @@ class NormalEquations:
             self.shared_shared += flat.T @ flat
             self.shared_gradient += d_shared.reshape(-1, d_shared.shape[-1]).T @ residual.reshape(-1)
 
-    def add_stacked_rows(self, frames: np.ndarray, residual: np.ndarray, jacobian: np.ndarray) -> None:
+    def add_stacked_rows(self, frames: np.ndarray, residual: np.ndarray, jacobian: np.ndarray,
+                         gradient: np.ndarray | None = None) -> None:
         """Rows of single frames with frame and shared columns side by side: residual (n, R),
-        jacobian (n, R, p + q') float32 with q' = q, or 0 when the rows leave z out.
+        jacobian (n, R, p + q') float32 with q' = q, or 0 when the rows leave z out; ``gradient``
+        (n, p + q'), J^T r when the caller has it already (in float64, like here).
 
         One Gram matrix per frame covers J^T J's frame, frame-shared and shared blocks; as
         ``J.T @ J`` of one 2-D array, numpy computes it with BLAS's symmetric rank-k update
@@ -61,12 +63,12 @@ class NormalEquations:
             rows = jacobian[i]
             gram = rows.T @ rows
             self.frame_frame[frame] += gram[:p, :p]
-            gradient = residual[i] @ rows
-            self.frame_gradient[frame] += gradient[:p]
+            g = residual[i] @ rows if gradient is None else gradient[i]
+            self.frame_gradient[frame] += g[:p]
             if rows.shape[1] > p:
                 self.frame_shared[frame] += gram[:p, p:]
                 self.shared_shared += gram[p:, p:]
-                self.shared_gradient += gradient[p:]
+                self.shared_gradient += g[p:]
 
     def add_pair_rows(self, frames: np.ndarray, residual: np.ndarray, d_this: np.ndarray,
                       d_previous: np.ndarray, d_shared: np.ndarray | None) -> None:

@@ -21,8 +21,7 @@ import numpy as np
 
 from fitter_backend.fitting import rig_kernels
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import (kinematic_chain, left_jacobian_so3, pose_feature, rodrigues,
-                                            rodrigues_derivative)
+from fitter_backend.head_models.lbs import left_jacobian_so3, pose_feature, rodrigues_derivative
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +143,7 @@ class PointState:
     rotations_world: np.ndarray  # (N, J, 3, 3)
     origins_world: np.ndarray    # (N, J, 3)
     moved: np.ndarray            # (N, Q, 3) each pair's contribution y_q (before translation)
+    left_jacobians: np.ndarray | None = None  # (N, J, 3, 3) J_l of each joint's axis-angle
 
 
 def _shaped(rig: PointRig, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,18 +165,19 @@ def evaluate(rig: PointRig, identity: np.ndarray, expression: np.ndarray, rotati
     identity (I,) shared; expression (N, E); rotations (N, J, 3) axis-angle; translation (N, 3).
     """
     pairs_shaped, joints_shaped = _shaped(rig, identity)
-    n = len(expression)
-    joints = joints_shaped[None] + (expression @ rig.joint_expression.reshape(-1, rig.num_expression).T).reshape(
-        n, -1, 3)
-    rotations_local = rodrigues(rotations)
-    rotations_world, origins_world = kinematic_chain(rotations_local, joints, rig.parents)
-    rest = pairs_shaped[None] + (expression @ rig.pair_expression.reshape(-1, rig.num_expression).T).reshape(n, -1, 3)
+    n, num_expression = expression.shape
+    joints = joints_shaped[None] + (expression @ rig.joint_expression.reshape(-1, num_expression).T).reshape(n, -1, 3)
+    rotations_local, left_jacobians = rig_kernels.rotations_and_left_jacobians(
+        np.ascontiguousarray(rotations, dtype=np.float64).reshape(-1, 3))
+    rotations_local = rotations_local.reshape(n, -1, 3, 3)
+    rotations_world, origins_world = rig_kernels.kinematic_chain(rotations_local, joints, rig.parents)
+    rest = pairs_shaped[None] + (expression @ rig.pair_expression.reshape(-1, num_expression).T).reshape(n, -1, 3)
     if rig.pair_correctives.shape[2]:
         rest = rest + np.einsum("qcp,np->nqc", rig.pair_correctives, pose_feature(rotations_local), optimize=True)
     moved, points = rig_kernels.pose_pairs(rest, joints, rotations_world, origins_world,
                                            np.ascontiguousarray(translation, dtype=np.float64), rig.pair_point,
                                            rig.pair_joint, rig.pair_weight, rig.num_points)
-    return PointState(points, joints, rotations_world, origins_world, moved)
+    return PointState(points, joints, rotations_world, origins_world, moved, left_jacobians.reshape(n, -1, 3, 3))
 
 
 @dataclasses.dataclass
@@ -241,18 +242,14 @@ def jacobians(rig: PointRig, state: PointState, expression: np.ndarray, rotation
     parent_world = np.concatenate(
         [np.broadcast_to(np.eye(3), (num_frames, 1, 3, 3)),
          state.rotations_world[:, np.maximum(rig.parents[1:], 0)]], axis=1)
-    world_axes = parent_world @ left_jacobian_so3(rotations)            # (N, J, 3, 3)
+    left = left_jacobian_so3(rotations) if state.left_jacobians is None else state.left_jacobians
+    world_axes = parent_world @ left                                    # (N, J, 3, 3)
     rig_kernels.rotation_derivative(state.moved, state.origins_world, world_axes, rig.subtree, rig.pair_point,
                                     rig.pair_joint, rig.pair_weight, rotation_out, rotation_column)
     if rig.pair_correctives.shape[2]:
-        # Correctives of joint k follow R_k - I; they are then rotated by each pair's joint.
         d_local = rodrigues_derivative(rotations).reshape(num_frames, rig.num_joints, 3, 9)
-        for k in range(1, rig.num_joints):
-            block = rig.pair_correctives[:, :, 9 * (k - 1): 9 * k]               # (Q, 3, 9)
-            d_rest = np.einsum("qcm,nam->nqca", block, d_local[:, k], optimize=True)  # (N, Q, 3, 3)
-            per_pair = np.einsum("nqcd,nqda->nqca", state.rotations_world[:, rig.pair_joint], d_rest, optimize=True)
-            columns = slice(rotation_column + 3 * k, rotation_column + 3 * k + 3)
-            rotation_out[..., columns] += np.add.reduceat(per_pair, rig.pair_start, axis=1).transpose(0, 2, 1, 3)
+        rig_kernels.corrective_rotation_derivative(state.rotations_world, d_local, rig.pair_correctives,
+                                                   rig.pair_point, rig.pair_joint, rotation_out, rotation_column)
     if rotation_d is not None:
         rotation_d = rotation_d.reshape(num_frames, 3, num_points, rig.num_joints, 3)
     return PointJacobians(identity_d, expression_d, rotation_d, world_axes)

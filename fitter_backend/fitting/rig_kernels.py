@@ -100,14 +100,16 @@ def rotation_derivative(moved: np.ndarray, origins_world: np.ndarray, world_axes
 
 @numba.njit(cache=True)
 def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, out: np.ndarray,
-                 column: int) -> None:
+                 column: int, residual: np.ndarray, gradient: np.ndarray) -> None:
     """Rows of projected points, chain rule per point: out[n, r, s, column + k] =
-    weight[n, s] sum_c d_world[n, s, r, c] d_points[n, c, s, k].
+    weight[n, s] sum_c d_world[n, s, r, c] d_points[n, c, s, k]; with a residual (N, 2, S)
+    (else an empty array) also adds J^T r to gradient[n, column + k], in float64.
 
     d_world (N, S, 2, 3) d pixels / d world point; d_points (N, 3, S, K) float32; weight (N, S);
-    out (N, 2, S, K') float32, K' >= column + K.
+    out (N, 2, S, K') float32, K' >= column + K; gradient (N, K') float64.
     """
     n_frames, n_points, k_size = d_points.shape[0], d_points.shape[2], d_points.shape[3]
+    with_gradient = residual.size > 0
     for n in range(n_frames):
         for s in range(n_points):
             w = weight[n, s]
@@ -119,6 +121,11 @@ def project_rows(d_world: np.ndarray, d_points: np.ndarray, weight: np.ndarray, 
                 row = out[n, r, s, column:column + k_size]
                 for k in range(k_size):
                     row[k] = a0 * x[k] + a1 * y[k] + a2 * z[k]
+                if with_gradient:
+                    e = residual[n, r, s]
+                    g = gradient[n, column:column + k_size]
+                    for k in range(k_size):
+                        g[k] += np.float64(row[k]) * e
 
 
 @numba.njit(cache=True)
@@ -169,3 +176,89 @@ def project_points(points: np.ndarray, rotation: np.ndarray, translation: np.nda
                     e2 = a0 * rotated[1] - a1 * rotated[0]
                     d_extrinsics[n, s, r, c] = d_camera[r, 0] * e0 + d_camera[r, 1] * e1 + d_camera[r, 2] * e2
     return pixels, camera_points, d_world, d_log_focal, d_extrinsics
+
+
+@numba.njit(cache=True)
+def _rotation_and_left_jacobian(v0: float, v1: float, v2: float, rotation: np.ndarray, left: np.ndarray) -> None:
+    """Rodrigues' R(v) and the left Jacobian J_l(v) of one axis-angle (lbs.rodrigues and
+    lbs.left_jacobian_so3, Taylor series below 1e-4 rad), written into two (3, 3) arrays."""
+    theta2 = v0 * v0 + v1 * v1 + v2 * v2
+    theta = np.sqrt(theta2)
+    if theta < 1e-4:
+        a, b, c = 1.0 - theta2 / 6.0, 0.5 - theta2 / 24.0, 1.0 / 6.0 - theta2 / 120.0
+    else:
+        sin, cos = np.sin(theta), np.cos(theta)
+        a, b, c = sin / theta, (1.0 - cos) / theta2, (theta - sin) / (theta2 * theta)
+    v = (v0, v1, v2)
+    skew = ((0.0, -v2, v1), (v2, 0.0, -v0), (-v1, v0, 0.0))
+    for i in range(3):
+        for j in range(3):
+            square = v[i] * v[j] - (theta2 if i == j else 0.0)  # skew(v)^2 = v v^T - |v|^2 I
+            eye = 1.0 if i == j else 0.0
+            rotation[i, j] = eye + a * skew[i][j] + b * square
+            left[i, j] = eye + b * skew[i][j] + c * square
+
+
+@numba.njit(cache=True)
+def rotations_and_left_jacobians(rotvecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) axis-angles -> rotation matrices (M, 3, 3) and left Jacobians (M, 3, 3)."""
+    m = rotvecs.shape[0]
+    rotations = np.empty((m, 3, 3))
+    lefts = np.empty((m, 3, 3))
+    for i in range(m):
+        _rotation_and_left_jacobian(rotvecs[i, 0], rotvecs[i, 1], rotvecs[i, 2], rotations[i], lefts[i])
+    return rotations, lefts
+
+
+@numba.njit(cache=True)
+def kinematic_chain(rotations_local: np.ndarray, joints: np.ndarray, parents: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """lbs.kinematic_chain: world rotations (N, J, 3, 3) and origins (N, J, 3) from local
+    rotations (N, J, 3, 3), rest joints (N, J, 3) and parents (J,), the root first."""
+    n_frames, n_joints = rotations_local.shape[0], rotations_local.shape[1]
+    world = np.empty_like(rotations_local)
+    origins = np.empty_like(joints)
+    for n in range(n_frames):
+        world[n, 0] = rotations_local[n, 0]
+        origins[n, 0] = joints[n, 0]
+        for j in range(1, n_joints):
+            p = parents[j]
+            for r in range(3):
+                origins[n, j, r] = origins[n, p, r] + (world[n, p, r, 0] * (joints[n, j, 0] - joints[n, p, 0])
+                                                       + world[n, p, r, 1] * (joints[n, j, 1] - joints[n, p, 1])
+                                                       + world[n, p, r, 2] * (joints[n, j, 2] - joints[n, p, 2]))
+                for c in range(3):
+                    world[n, j, r, c] = (world[n, p, r, 0] * rotations_local[n, j, 0, c]
+                                         + world[n, p, r, 1] * rotations_local[n, j, 1, c]
+                                         + world[n, p, r, 2] * rotations_local[n, j, 2, c])
+    return world, origins
+
+
+@numba.njit(cache=True)
+def corrective_rotation_derivative(rotations_world: np.ndarray, d_local: np.ndarray, pair_correctives: np.ndarray,
+                                   pair_point: np.ndarray, pair_joint: np.ndarray, out: np.ndarray,
+                                   column: int) -> None:
+    """Adds the pose correctives' part of d points / d axis-angle to out[..., column + 3 k + a]:
+    the correctives of joint k >= 1 follow vec(R_k - I), and each pair's share is rotated by its
+    joint: R_j sum_m C_q[:, 9 (k - 1) + m] d vec(R_k)_m / d r_ka.
+
+    rotations_world (N, J, 3, 3); d_local (N, J, 3, 9) d vec(R_k) / d r_k; pair_correctives (Q, 3, 9 (J - 1)).
+    """
+    n_frames, n_pairs, n_joints = rotations_world.shape[0], pair_correctives.shape[0], d_local.shape[1]
+    d_rest = np.empty((3, 3))
+    for n in range(n_frames):
+        for q in range(n_pairs):
+            j, s = pair_joint[q], pair_point[q]
+            for k in range(1, n_joints):
+                base = 9 * (k - 1)
+                for c in range(3):
+                    for a in range(3):
+                        total = 0.0
+                        for m in range(9):
+                            total += pair_correctives[q, c, base + m] * d_local[n, k, a, m]
+                        d_rest[c, a] = total
+                for c in range(3):
+                    for a in range(3):
+                        out[n, c, s, column + 3 * k + a] += (rotations_world[n, j, c, 0] * d_rest[0, a]
+                                                             + rotations_world[n, j, c, 1] * d_rest[1, a]
+                                                             + rotations_world[n, j, c, 2] * d_rest[2, a])
