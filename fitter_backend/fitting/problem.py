@@ -29,7 +29,7 @@ class FitSettings:
 
     identity_weight: float = 1.0
     expression_weight: float = 1.0
-    opposing_weight: float = 1.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
+    opposing_weight: float = 16.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
     joint_weight: float = 2.0
     temporal_weight: float = 0.3
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
