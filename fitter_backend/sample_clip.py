@@ -68,9 +68,14 @@ def sample_performance(model: HeadModel, num_frames: int, seed: int = 7, yaw_deg
     return posed_vertices(model, identity, expression, rotations, translation), identity
 
 
+def sample_clip_focal_px(size_px: int) -> float:
+    """The sample clip camera's focal length: a 40 degree horizontal field of view."""
+    return size_px / (2 * np.tan(np.radians(20)))
+
+
 def render_sample_clip(model: HeadModel, path: str | Path, num_frames: int = 75, size_px: int = 512,
                        seed: int = 7, yaw_deg: float = 35.0) -> Path:
     """Write an MPEG-4 clip of a synthetic performance; returns its path."""
     vertices, _ = sample_performance(model, num_frames, seed, yaw_deg)
-    cameras = Cameras.monocular(size_px, size_px, focal_px=size_px / (2 * np.tan(np.radians(20))))
+    cameras = Cameras.monocular(size_px, size_px, focal_px=sample_clip_focal_px(size_px))
     return render_views(model, vertices, cameras, [path])[0]

@@ -39,7 +39,7 @@ def test_opposing_units_gradient_matches_finite_differences():
     assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
 
 
-def test_fixed_columns_get_a_zero_step_and_the_rest_solves_without_them():
+def test_fixed_columns_take_their_prescribed_step_and_the_rest_solves_given_it():
     rng = np.random.default_rng(4)
     n, p, q = 5, 4, 2
     equations = NormalEquations(n, p, q)
@@ -49,8 +49,9 @@ def test_fixed_columns_get_a_zero_step_and_the_rest_solves_without_them():
                             rng.normal(size=(n - 1, 5, p)), rng.normal(size=(n - 1, 5, q)))
     equations.add_shared_rows(rng.normal(size=q), np.eye(q))
     fixed = rng.random((n, p)) < 0.3
-    delta_frames, delta_shared = solve(equations, np.arange(p), np.arange(q), 0.0, fixed)
-    assert np.all(delta_frames[fixed] == 0)
+    prescribed = np.where(fixed, rng.normal(size=(n, p)), 0.0)  # e.g. the steps that reach a bound
+    delta_frames, delta_shared = solve(equations, np.arange(p), np.arange(q), 0.0, fixed, prescribed)
+    assert np.all(delta_frames[fixed] == prescribed[fixed])
     # Dense reference over the free unknowns only.
     dense = np.zeros((n * p + q, n * p + q))
     for i in range(n):
@@ -62,7 +63,8 @@ def test_fixed_columns_get_a_zero_step_and_the_rest_solves_without_them():
     dense = np.tril(dense) + np.tril(dense, -1).T
     gradient = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
     free = np.concatenate([~fixed.ravel(), np.ones(q, bool)])
-    expected = -np.linalg.solve(dense[np.ix_(free, free)], gradient[free])
+    step_fixed = np.concatenate([prescribed.ravel(), np.zeros(q)])[~free]
+    expected = -np.linalg.solve(dense[np.ix_(free, free)], gradient[free] + dense[np.ix_(free, ~free)] @ step_fixed)
     got = np.concatenate([delta_frames.ravel(), delta_shared])[free]
     assert np.allclose(got, expected, atol=1e-5, rtol=1e-4)
 

@@ -10,7 +10,9 @@ prints what the solver-side work of the capture-fidelity issue is judged by:
   landmarks' inner-lip gap (iBUG 62 to 66, pixels), and the fitted gap against the observed one;
 - jitter: the RMS second difference over frames of the fitted iBUG-68 points, in pixels
   (and the same figure of the landmarks themselves, what the fit should smooth);
-- eyeBlink and jawOpen at chosen frames.
+- eyeBlink and jawOpen at chosen frames;
+- with ``--regions``: per landmark region, sigma against the residual's constant offset
+  (semantic bias) and its variation over frames (tracking precision).
 """
 from __future__ import annotations
 
@@ -101,6 +103,44 @@ def fit_figures(folder: Path, model: HeadModel, blink_frames: list[int], open_mo
     }
 
 
+def residual_by_region(folder: Path, model: HeadModel, landmark_model: str) -> dict[str, dict[str, float]]:
+    """Per MediaPipe region (plus ``other`` face points and ``head`` points of a combination):
+    the landmarks' sigma, and their residual against the fit split into the shot's constant
+    offset per landmark (``bias``: semantic mismatch, what the identity absorbs) and what
+    varies over frames (``noise``: the precision that matters for tracking), all as fractions
+    of the ROI side like the SIGMA table; ``rms_z`` the RMS of residual / sigma per axis."""
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.embedding import landmark_embedding
+    from fitter_backend.paths import data_dir
+
+    landmarker = load_landmarker(landmark_model, progress=lambda m: None)
+    points = landmark_embedding(model, landmarker, progress=lambda m: None)
+    with np.load(folder / "fit.npz", allow_pickle=False) as data:
+        fit = {k: data[k] for k in data.files}
+    with np.load(folder / "landmarks.npz", allow_pickle=False) as data:
+        mu, sigma = data["mu_px"][:, 0].astype(np.float64), data["sigma_px"][:, 0].astype(np.float64)
+        roi = data["roi_size_px"][:, 0].astype(np.float64)
+    vertices = posed_vertices(model, fit["identity"], fit["expression"], fit["joint_rotations"], fit["translation_m"])
+    cameras = Cameras.create(fit["image_size_px"], fit["focal_px"], fit["camera_rotation"], fit["camera_translation_m"])
+    fitted = project(surface_points(vertices, model.triangles, points), cameras, 0, derivatives=False).pixels
+    residual = (fitted - mu) / roi[:, None, None]
+    bias = np.nanmean(residual, axis=0)
+    regions = {k: v for k, v in json.loads((data_dir() / "models" / "mediapipe_regions.json").read_text()).items()
+               if max(v) < 468}
+    listed = {i for v in regions.values() for i in v}
+    regions["other"] = [i for i in range(min(468, mu.shape[1])) if i not in listed]
+    if mu.shape[1] > 468:
+        regions["head"] = list(range(468, mu.shape[1]))
+
+    def rms(values: np.ndarray) -> float:
+        return float(np.sqrt(np.nanmean(np.sum(values ** 2, axis=-1)) / 2))
+
+    return {name: {"sigma": float(np.nanmedian(sigma[:, index] / roi[:, None])), "total": rms(residual[:, index]),
+                   "noise": rms(residual[:, index] - bias[index]), "bias": rms(bias[index]),
+                   "rms_z": rms((fitted - mu)[:, index] / sigma[:, index, None])}
+            for name, index in ((k, np.array(v)) for k, v in regions.items())}
+
+
 def main(argv: list[str] | None = None) -> None:
     from fitter_backend.head_models.loading import load_head_model
 
@@ -111,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blink", default="", help="frames with closed eyes, e.g. 110,229-232")
     parser.add_argument("--open-mouth", default="", help="frames with an open mouth, e.g. 110,200 "
                         "(printed: jawOpen, jaw bone X angle, fitted and observed inner-lip gap px)")
+    parser.add_argument("--regions", metavar="LANDMARKS", default="",
+                        help="also print sigma and the residual's bias/noise split per region for this "
+                             "landmark model (e.g. face_mesh_468+dense_320_mobilenet_v2)")
     args = parser.parse_args(argv)
     model = load_head_model(args.head)
     for folder in args.folders:
@@ -118,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         print(folder)
         for key, value in figures.items():
             print(f"  {key:<24} {value:.4g}" if isinstance(value, float) else f"  {key:<24} {value}")
+        if args.regions:
+            print(f"  {'region (ROI fraction)':<24}" + "".join(f"{k:>9}" for k in ("sigma", "total", "noise", "bias", "rms_z")))
+            for name, row in residual_by_region(folder, model, args.regions).items():
+                print(f"  {name:<24}" + "".join(f"{v:>9.4f}" for v in row.values()))
 
 
 if __name__ == "__main__":

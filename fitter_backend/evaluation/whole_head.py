@@ -4,10 +4,12 @@ The annotated photographs score only the face's 68 points. To see what landmarks
 face add, the open head is rendered (random identity, talking, turning up to ``yaw_deg``)
 and the end-to-end job runs on the clip with each landmark model. The fitted identity's
 neutral head is then compared with the true one: whole-head rigid alignment (no scale, so
-a wrong head size counts), then the median vertex distance per region in mm.
+a wrong head size counts), then the median vertex distance per region in mm; and the
+head's size, depth and focal length errors in % (:func:`scale_errors_pct`).
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 
 from fitter_backend.bench.metrics import vertex_errors_mm
 from fitter_backend.head_models.head_model import HeadModel
-from fitter_backend.head_models.lbs import posed_vertices
+from fitter_backend.head_models.lbs import posed_vertices, surface_points
 
 
 def scored_regions(model: HeadModel) -> dict[str, np.ndarray]:
@@ -39,6 +41,29 @@ def region_errors_mm(model: HeadModel, fitted_identity: np.ndarray, true_identit
     return {name: float(np.median(distance[mask[skin]])) for name, mask in regions.items()}
 
 
+def scale_errors_pct(model: HeadModel, fit: dict, true_identity: np.ndarray, true_vertices: np.ndarray,
+                     true_focal_px: float) -> dict[str, float]:
+    """Monocular scale figures of a fit (``fit.npz`` arrays) in %: head size (outer eye corners
+    iBUG 36-45 apart on the neutral heads), depth (median over frames of the skin's mean
+    distance along the optical axis; camera 0 is the world frame) and focal length."""
+    corners = [model.semantic_points.names.index(f"ibug_{k}") for k in (36, 45)]
+    picked = dataclasses.replace(model.semantic_points, triangle=model.semantic_points.triangle[corners],
+                                 barycentric=model.semantic_points.barycentric[corners],
+                                 names=tuple(model.semantic_points.names[k] for k in corners))
+
+    def eye_distance(identity: np.ndarray) -> float:
+        left, right = surface_points(posed_vertices(model, identity), model.triangles, picked)[0]
+        return float(np.linalg.norm(left - right))
+
+    skin = model.skin
+    fitted = posed_vertices(model, fit["identity"], fit["expression"], fit["joint_rotations"], fit["translation_m"])
+    depth_fit = np.median(-fitted[:, skin, 2].mean(axis=1))
+    depth_true = np.median(-true_vertices[:, skin, 2].mean(axis=1))
+    return {"size_%": 100 * (eye_distance(fit["identity"]) / eye_distance(true_identity) - 1),
+            "depth_%": 100 * (depth_fit / depth_true - 1),
+            "focal_%": 100 * (float(fit["focal_px"][0]) / true_focal_px - 1)}
+
+
 def evaluate_clips(landmark_models: Sequence[str], seeds: Sequence[int], num_frames: int, yaw_deg: float,
                    size_px: int = 512,
                    progress: Callable[[str], None] | None = None) -> dict[str, list[dict[str, float]]]:
@@ -46,7 +71,7 @@ def evaluate_clips(landmark_models: Sequence[str], seeds: Sequence[int], num_fra
     open head."""
     from fitter_backend.head_models.loading import load_head_model
     from fitter_backend.pipeline import FitJob, fit_videos
-    from fitter_backend.sample_clip import render_sample_clip, sample_performance
+    from fitter_backend.sample_clip import render_sample_clip, sample_clip_focal_px, sample_performance
 
     model = load_head_model("open")
 
@@ -54,14 +79,17 @@ def evaluate_clips(landmark_models: Sequence[str], seeds: Sequence[int], num_fra
     with tempfile.TemporaryDirectory(prefix="facecap-whole-head-") as folder:
         for seed in seeds:
             clip = render_sample_clip(model, Path(folder) / f"actor_{seed}.mp4", num_frames, size_px, seed, yaw_deg)
-            _, true_identity = sample_performance(model, num_frames, seed, yaw_deg)
+            true_vertices, true_identity = sample_performance(model, num_frames, seed, yaw_deg)
             for k, name in enumerate(landmark_models):
                 if progress:
                     progress(f"clip {seed}: {name}")
                 out = fit_videos(FitJob(videos=(clip,), out=Path(folder) / f"fit_{seed}_{k}", landmarks=name,
                                         previews=False))
-                with np.load(out / "fit.npz", allow_pickle=False) as fit:
-                    results[name].append(region_errors_mm(model, fit["identity"], true_identity))
+                with np.load(out / "fit.npz", allow_pickle=False) as data:
+                    fit = {key: data[key] for key in data.files}
+                results[name].append({**region_errors_mm(model, fit["identity"], true_identity),
+                                      **scale_errors_pct(model, fit, true_identity, true_vertices,
+                                                         sample_clip_focal_px(size_px))})
     return results
 
 

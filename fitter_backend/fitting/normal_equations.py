@@ -94,13 +94,14 @@ class NormalEquations:
 
 
 def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns: np.ndarray,
-          damping: float, fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+          damping: float, fixed: np.ndarray | None = None,
+          fixed_step: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt step on the active columns: (H + damping diag(H)) delta = -g.
 
-    ``fixed`` (N, p) bool holds single frame unknowns at zero step (the active set of bound
-    constraints: their rows and columns are replaced by the identity, so the others are
-    solved as if those were constants). Returns (delta_frames (N, p), delta_shared (q,)) with
-    zeros in inactive and fixed columns.
+    ``fixed`` (N, p) bool prescribes the step of single frame unknowns (bound constraints):
+    ``fixed_step`` (N, p) there (zero when None), and the others are solved for given it,
+    their gradient moved by H times the prescribed step. Returns (delta_frames (N, p),
+    delta_shared (q,)) with zeros in inactive columns.
     """
     fc, sc = frame_columns, shared_columns
     a = equations.frame_frame[:, fc[:, None], fc[None, :]]
@@ -108,6 +109,15 @@ def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns:
     b = equations.frame_shared[:, fc[:, None], sc[None, :]]
     d = equations.shared_shared[sc[:, None], sc[None, :]]
     g_z = equations.shared_gradient[sc]
+    prescribed = None if fixed_step is None or fixed is None else np.where(fixed, fixed_step, 0.0)[:, fc]
+    if prescribed is not None and prescribed.any():
+        # g + H delta_fixed: the frame's own block, its temporal neighbours and the shared rows.
+        g_y = g_y + np.einsum("npq,nq->np", a, prescribed)
+        if equations.has_temporal and len(a) > 1:
+            off = equations.frame_next[:, fc[:, None], fc[None, :]]
+            g_y[1:] += np.einsum("npq,nq->np", off, prescribed[:-1])
+            g_y[:-1] += np.einsum("nqp,nq->np", off, prescribed[1:])
+        g_z = g_z + np.einsum("npq,np->q", b, prescribed)
     a = _damped(a, damping)
     d = _damped(d[None], damping)[0]
     free = None if fixed is None or not fixed[:, fc].any() else ~fixed[:, fc]
@@ -137,6 +147,8 @@ def solve(equations: NormalEquations, frame_columns: np.ndarray, shared_columns:
         delta_frames[:, fc] = -(x_g - np.einsum("npq,q->np", x_b, -delta_z))
     else:
         delta_frames[:, fc] = -x_g
+    if prescribed is not None:
+        delta_frames[:, fc] += prescribed
     if not (np.all(np.isfinite(delta_frames)) and np.all(np.isfinite(delta_shared))):
         raise FitError("the linear solve produced non-finite values (degenerate problem)")
     return delta_frames, delta_shared

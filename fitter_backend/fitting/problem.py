@@ -29,7 +29,7 @@ class FitSettings:
 
     identity_weight: float = 1.0
     expression_weight: float = 1.0
-    opposing_weight: float = 1.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
+    opposing_weight: float = 16.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
     joint_weight: float = 2.0
     temporal_weight: float = 0.3
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
@@ -212,6 +212,17 @@ class Layout:
         fixed[:, self.expression_slice.start + b] = (((weights <= 0.0) & (gradient > 0))
                                                      | ((weights >= 1.0) & (gradient < 0)))
         return fixed
+
+    def crossings(self, params: Parameters, delta_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, p) bool: bounded expression columns that a step (N, p) takes out of [0, 1], and
+        (N, p) the steps that take them exactly to the bound instead."""
+        crossing, to_bound = np.zeros(delta_frames.shape, bool), np.zeros(delta_frames.shape)
+        columns = self.expression_slice.start + self.bounded_expression
+        weights = params.expression[:, self.bounded_expression]
+        moved = weights + delta_frames[:, columns]
+        crossing[:, columns] = (moved < 0.0) | (moved > 1.0)
+        to_bound[:, columns] = np.clip(moved, 0.0, 1.0) - weights
+        return crossing, to_bound
 
     def projected(self, params: Parameters) -> Parameters:
         """The parameters with bounded expression weights clipped to [0, 1] (a copy)."""

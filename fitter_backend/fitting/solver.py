@@ -63,6 +63,12 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
             try:
                 delta_frames, delta_shared = solve(current.equations, active.frame_columns,
                                                    active.shared_columns, damping, fixed)
+                # Weights the step would take through a bound go to the bound, and the rest
+                # is solved again given that (a projected step alone is a poor step).
+                crossing, to_bound = layout.crossings(params, delta_frames)
+                if crossing.any():
+                    delta_frames, delta_shared = solve(current.equations, active.frame_columns,
+                                                       active.shared_columns, damping, fixed | crossing, to_bound)
                 candidate = layout.apply(params, delta_frames, delta_shared)
                 trial = energy.evaluate(candidate, layout, False)  # cheap: no derivatives until accepted
                 improved = np.isfinite(trial.energy) and trial.energy < current.energy
