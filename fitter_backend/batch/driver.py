@@ -77,6 +77,8 @@ def _run_shot(name: str, job: FitJob, board: Any) -> dict[str, Any]:
 
 def _check_result_folders(shots: list[Shot], out_dir: Path) -> None:
     """Refuse, before any work, to replace a folder the project did not write."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FacecapError(f"--out {out_dir} is a file; expected a folder for the shots' results")
     for shot in shots:
         folder = out_dir / shot.name
         if folder.exists() and not (folder.is_dir() and ((folder / "report.json").is_file()
@@ -115,8 +117,8 @@ def run_batch(shots: list[Shot], out_dir: Path, progress: BatchProgress, address
     Raises BatchCancelled on Ctrl-C (after the running shots stopped and were recorded).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     _check_result_folders(shots, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out_dir)
     digests: dict[Path, str] = {}
     keys = {shot.name: shot_key(shot, digests) for shot in shots}

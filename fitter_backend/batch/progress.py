@@ -94,6 +94,8 @@ class BatchProgress:
         if self.style == "json":
             self._emit({"type": "summary", **counts, "shots": [dataclasses.asdict(o) for o in outcomes]})
             return
+        if self.stream.isatty():  # clear the status line before the table
+            print(f"\r{'':<118}\r", end="", file=self.stream, flush=True)
         print(summary_table(outcomes), flush=True)
         print(", ".join(f"{n} {status}" for status, n in counts.items()), flush=True)
 
