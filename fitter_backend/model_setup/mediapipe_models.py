@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 from fitter_backend import paths
-from fitter_backend.model_setup import tflite_to_onnx
 from fitter_backend.model_setup.errors import ModelSetupError
 from fitter_backend.model_setup.verify import check_runs
 
@@ -256,6 +255,7 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
     wheel = fetch_mediapipe_wheel(progress) if stale else None
     if stale:
         progress(f"converting {', '.join(stale)} to ONNX")
+        from fitter_backend.model_setup import tflite_to_onnx  # tflite and onnx: only when converting
     for name in stale:
         spec = wanted[name]
         archive = wheel if spec["archive"] == "wheel" else Path(spec["archive"])
