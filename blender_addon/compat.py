@@ -2,7 +2,8 @@
 
 - 4.4 renamed the Sequencer's ``sequences``/``sequences_all`` to ``strips``/``strips_all``.
 - 4.4 introduced slotted actions (one action animates several data-blocks through slots);
-  5.0 removed ``Action.fcurves``: F-curves live in the channelbag of a slot.
+  5.0 removed ``Action.fcurves``: F-curves live in the channelbag of a slot. 4.4 and 4.5
+  lack ``anim_utils.action_ensure_channelbag_for_slot`` and F-curve groups on creation.
 - 4.0 renamed the built-in GPU shaders ``2D_UNIFORM_COLOR`` -> ``UNIFORM_COLOR`` and so on.
 - 4.2 added extensions: the add-on may be a package ``bl_ext.<repo>.facecap`` or ``facecap``.
 """
@@ -53,7 +54,12 @@ def assign_action(id_block, action, slot_name: str):
         slot = action.slots.new(id_type=id_type, name=slot_name)
     animation.action = action
     animation.action_slot = slot
-    return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+    if hasattr(anim_utils, "action_ensure_channelbag_for_slot"):
+        return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+    # 4.4 and 4.5 lack that helper: the same steps by hand (first layer, first keyframe strip).
+    layer = action.layers[0] if action.layers else action.layers.new("Layer")
+    strip = layer.strips[0] if layer.strips else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(slot, ensure=True).fcurves
 
 
 def action_fcurves(action, id_block) -> list:
@@ -78,9 +84,16 @@ def all_action_fcurves(action) -> list:
 
 def new_fcurve(fcurves, data_path: str, index: int, group: str = ""):
     """Add an F-curve to a collection from :func:`assign_action`."""
-    if SLOTTED_ACTIONS:
+    if not SLOTTED_ACTIONS:
+        return fcurves.new(data_path, index=index, action_group=group)
+    if "group_name" in fcurves.bl_rna.functions["new"].parameters:
         return fcurves.new(data_path, index=index, group_name=group)
-    return fcurves.new(data_path, index=index, action_group=group)
+    # 4.4 and 4.5: the channelbag's F-curves take no group; set it on the new curve.
+    fcurve = fcurves.new(data_path, index=index)
+    if group:
+        channelbag = fcurves.data
+        fcurve.group = channelbag.groups.get(group) or channelbag.groups.new(group)
+    return fcurve
 
 
 def clear_fcurves(fcurves) -> None:

@@ -63,7 +63,8 @@ def main() -> int:
     python = venv_python(args.venv)
     if not python.is_file():
         run(1, "creating the environment", [sys.executable, "-m", "venv", str(args.venv)])
-    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(requirements)]
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", "-r",
+           str(requirements)]
     if args.wheels:
         pip += ["--no-index", "--find-links", str(args.wheels)]
     run(2, "installing packages", pip)

@@ -2,12 +2,14 @@
 import json
 import shutil
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 
 from fitter_backend.landmarks import LandmarkModel
 from fitter_backend.model_setup import ModelSetupError, ensure_mediapipe_models, models_dir
-from fitter_backend.model_setup.mediapipe_models import _is_converted, fetch_mediapipe_wheel, mediapipe_regions
+from fitter_backend.model_setup.mediapipe_models import CONVERTER_ID, _is_converted, fetch_mediapipe_wheel, mediapipe_regions
 from fitter_backend.paths import sha256_file
 from fitter_backend.roi import FaceDetector
 
@@ -25,7 +27,7 @@ def test_models_are_built_with_their_contracts(models):
     for name, path in models.items():
         stamp = json.loads(path.with_name(f"{name}.stamp.json").read_text())
         assert stamp["onnx_sha256"] == sha256_file(path)
-        assert stamp["onnx_vs_tflite_max_abs_diff"] < 1e-3  # checked against TFLite at conversion
+        assert stamp["converter"] == CONVERTER_ID and len(stamp["source_sha256"]) == 64
 
 
 def test_a_second_call_is_fast_and_changes_nothing(models):
@@ -55,6 +57,17 @@ def test_lost_metadata_is_rewritten_and_damaged_models_are_noticed(models, tmp_p
     damaged[len(damaged) // 2] ^= 0xFF
     rebuilt["face_mesh_468"].write_bytes(bytes(damaged))
     assert not _is_converted("face_mesh_468", None)
+
+
+def test_a_damaged_tflite_file_is_one_clear_message(models):
+    from fitter_backend.model_setup.tflite_to_onnx import convert
+
+    wheel = fetch_mediapipe_wheel(progress=lambda message: None)
+    with zipfile.ZipFile(wheel) as bundle:
+        payload = bundle.read("mediapipe/modules/face_landmark/face_landmark.tflite")
+    for damaged in (payload[:len(payload) // 3], b"not a model"):
+        with pytest.raises(ModelSetupError, match=r"face_landmark\.tflite is not a readable TFLite model"):
+            convert(damaged, Path("face_landmark.tflite"))
 
 
 def test_registry_failure_is_one_clear_message(tmp_path, monkeypatch):

