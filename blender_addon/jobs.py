@@ -109,17 +109,32 @@ def write_job_file(folder: Path, request: dict, blender: dict) -> None:
 
 
 def read_job_file(folder) -> dict:
-    """``{"request": ..., "blender": ...}`` of a job folder; JobError when it is not one."""
+    """``{"request": ..., "blender": ...}`` of a job folder; JobError when it is not one or when
+    a field the import uses has the wrong type."""
     path = Path(folder) / JOB_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobError(f"{folder} is not a facecap job folder (no {JOB_FILE})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JobError(f"{path} is not JSON: {exc}") from None
+    if not path.is_file():
+        raise JobError(f"{folder} is not a facecap job folder (no {JOB_FILE})")
+    data = results.read_json(path, JobError)
     if not isinstance(data, dict) or not isinstance(data.get("blender"), dict):
         raise JobError(f"{path} is not a facecap job file")
+    _check_blender_info(path, data["blender"])
     return data
+
+
+def _check_blender_info(path: Path, info: dict) -> None:
+    """The fields :func:`operators.import_job` reads: take, scene (str), frame_offset (int),
+    views (list of {strip, camera: str or None})."""
+    for key in ("take", "scene"):
+        if not isinstance(info.get(key, ""), str):
+            raise JobError(f"{path}: {key!r} must be a string, not {type(info[key]).__name__}")
+    offset = info.get("frame_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > results.MAX_FRAME_INDEX:
+        raise JobError(f"{path}: 'frame_offset' must be a frame number, not {offset!r:.40}")
+    views = info.get("views", [])
+    if not isinstance(views, list) or not all(
+            isinstance(v, dict) and all(isinstance(v.get(k), (str, type(None))) for k in ("strip", "camera"))
+            for v in views):
+        raise JobError(f"{path}: 'views' must be a list of {{\"strip\": name, \"camera\": name or null}}")
 
 
 def finished_job_folders(jobs_root: Path) -> list:

@@ -145,9 +145,13 @@ def import_job(context, folder, scene=None) -> importer.ImportReport:
         if camera is None:
             raise jobs.JobError(f"the camera {views[0].get('camera')!r} of view 1 no longer exists; "
                                 "the multi-view rig is placed relative to it")
+    offset = int(info.get("frame_offset", scene.frame_start))
+    last = offset + int(result.animation.frame_indices[-1])
+    if not -results.MAX_FRAME_INDEX <= offset + int(result.animation.frame_indices[0]) <= last <= results.MAX_FRAME_INDEX:
+        raise jobs.JobError(f"{folder / jobs.JOB_FILE}: frame_offset {offset} puts the take on frames beyond "
+                            f"Blender's +-{results.MAX_FRAME_INDEX}")
     report = importer.import_result(scene, result, take=str(info.get("take", folder.name)),
-                                    frame_offset=int(info.get("frame_offset", scene.frame_start)),
-                                    view_camera=camera)
+                                    frame_offset=offset, view_camera=camera)
     scene.facecap.last_job = str(folder)
     if scene.facecap.show_landmarks:
         overlay.show(result.animation, int(info.get("frame_offset", 0)))
