@@ -1,5 +1,8 @@
 """Operators (thin) and the plain functions they call (which tests call directly).
 
+The top of the add-on's imports: operators use overlay, preferences and the plain modules;
+none of those imports operators (the running state lives in ``state``).
+
 Plain functions: :func:`build_fit_request`, :func:`start_fit`, :func:`tick`,
 :func:`import_job`, :func:`cancel_fit`, :func:`retarget_to`, :func:`export_rig`. The UI's timer
 calls :func:`tick`; in bpy module mode and ``blender -b`` timers never fire, so tests call it.
@@ -11,18 +14,11 @@ from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
 from . import backend, backend_setup, compat, fbx_export, importer, jobs, overlay, preferences, results, retarget
+from .state import SESSION, SETUP
 
-SESSION = jobs.Session()
 TIMER_INTERVAL_S = 0.25
 ERRORS = (jobs.JobError, results.ResultError, backend.BackendError, retarget.RetargetError,
           fbx_export.ExportError, ValueError)
-
-
-class _Setup:
-    task = None
-
-
-SETUP = _Setup()
 
 
 # -- what to fit -------------------------------------------------------------------------
@@ -156,16 +152,6 @@ def import_job(context, folder, scene=None) -> importer.ImportReport:
     if scene.facecap.show_landmarks:
         overlay.show(result.animation, int(info.get("frame_offset", 0)))
     return report
-
-
-def load_overlay(context, folder) -> None:
-    try:
-        info = jobs.read_job_file(folder)["blender"]
-        result = results.read_result(Path(folder) / jobs.RESULT_FOLDER, verify_files=False)
-    except ERRORS as exc:
-        SESSION.report("WARNING", f"no landmarks to show: {exc}")
-        return
-    overlay.show(result.animation, int(info.get("frame_offset", 0)))
 
 
 def tick(context) -> list:

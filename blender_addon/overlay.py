@@ -4,10 +4,13 @@ Points are coloured by their sigma relative to the image width (green: confident
 the width or less; red: uncertain, 4% or more; log scale between). Image pixels (x right, y down) map onto the preview as a strip that fits the render
 frame (the Sequencer's default "Scale to Fit"), centred on the preview's origin.
 """
+from pathlib import Path
+
 import bpy
 import numpy as np
 
-from . import compat
+from . import compat, jobs, results
+from .state import SESSION
 
 SIGMA_GREEN = 0.005   # of the image width
 SIGMA_RED = 0.04
@@ -83,14 +86,24 @@ def hide() -> None:
     _state.update(handle=None)
 
 
+def load(folder) -> None:
+    """Show the landmarks of a finished job folder (a warning in the log when it has none)."""
+    try:
+        info = jobs.read_job_file(folder)["blender"]
+        result = results.read_result(Path(folder) / jobs.RESULT_FOLDER, verify_files=False)
+    except (jobs.JobError, results.ResultError) as exc:
+        SESSION.report("WARNING", f"no landmarks to show: {exc}")
+        return
+    show(result.animation, int(info.get("frame_offset", 0)))
+
+
 def refresh(context) -> None:
     """Follow the scene's "Show landmarks" switch, loading the last job's landmarks when needed."""
     settings = context.scene.facecap
     if not settings.show_landmarks:
         hide()
     elif _state["animation"] is None and settings.last_job:
-        from . import operators
-        operators.load_overlay(context, settings.last_job)
+        load(settings.last_job)
     elif _state["animation"] is not None:
         show(_state["animation"], _state["frame_offset"], _state["view"])
     for window in context.window_manager.windows:

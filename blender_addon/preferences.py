@@ -5,6 +5,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import backend, compat
+from .state import SETUP
 
 PACKAGE = __package__
 
@@ -38,7 +39,6 @@ class FacecapPreferences(bpy.types.AddonPreferences):
                                 ("GPU", "GPU", "Run the networks on a CUDA GPU when the backend has one")])
 
     def draw(self, context):
-        from . import operators
         layout = self.layout
         col = layout.column()
         col.prop(self, "backend_python")
@@ -47,7 +47,7 @@ class FacecapPreferences(bpy.types.AddonPreferences):
             col.label(text=f"Backend: {python}", icon="CHECKMARK")
         except backend.BackendError as exc:
             col.label(text=str(exc), icon="ERROR")
-        task = operators.SETUP.task
+        task = SETUP.task
         row = col.row()
         row.enabled = task is None or task.status != "running"
         row.operator("facecap.setup_backend", icon="CONSOLE")

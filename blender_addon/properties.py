@@ -3,6 +3,8 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty,
                        StringProperty)
 
+from . import overlay
+
 
 def _is_camera(self, obj) -> bool:
     return obj.type == "CAMERA"
@@ -13,7 +15,6 @@ def _is_mesh(self, obj) -> bool:
 
 
 def _overlay_changed(self, context) -> None:
-    from . import overlay
     overlay.refresh(context)
 
 

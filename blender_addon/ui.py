@@ -2,6 +2,7 @@
 import bpy
 
 from . import backend, compat, preferences
+from .state import SESSION
 
 
 def _format_eta(seconds) -> str:
@@ -12,7 +13,6 @@ def _format_eta(seconds) -> str:
 
 
 def draw_fit(layout, context) -> None:
-    from .operators import SESSION
     settings = context.scene.facecap
     job = SESSION.active_job()
     row = layout.row(align=True)
