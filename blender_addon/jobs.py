@@ -124,8 +124,8 @@ def read_job_file(folder) -> dict:
 def _check_blender_info(path: Path, info: dict) -> None:
     """The fields :func:`operators.import_job` reads: take, scene (str), frame_offset (int),
     views (list of {strip, camera: str or None})."""
-    for key in ("take", "scene"):
-        if not isinstance(info.get(key, ""), str):
+    for key in ("take", "scene", "reuse_rig"):
+        if not isinstance(info.get(key) or "", str):
             raise JobError(f"{path}: {key!r} must be a string, not {type(info[key]).__name__}")
     offset = info.get("frame_offset", 0)
     if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > results.MAX_FRAME_INDEX:
@@ -135,6 +135,16 @@ def _check_blender_info(path: Path, info: dict) -> None:
             isinstance(v, dict) and all(isinstance(v.get(k), (str, type(None))) for k in ("strip", "camera"))
             for v in views):
         raise JobError(f"{path}: 'views' must be a list of {{\"strip\": name, \"camera\": name or null}}")
+
+
+def clip_path(job_file: dict) -> Path | None:
+    """The footage of a single-view video job (shown behind its camera), None otherwise."""
+    request = job_file.get("request")
+    source = request.get("source") if isinstance(request, dict) else None
+    paths = source.get("paths") if isinstance(source, dict) and source.get("kind") == "video" else None
+    if isinstance(paths, list) and len(paths) == 1 and isinstance(paths[0], str) and Path(paths[0]).is_file():
+        return Path(paths[0])
+    return None
 
 
 def finished_job_folders(jobs_root: Path) -> list:

@@ -16,7 +16,7 @@ SIGMA_GREEN = 0.005   # of the image width
 SIGMA_RED = 0.04
 POINT_SIZE_PX = 4.0
 
-_state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0}
+_state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0, "folder": None}
 
 
 def sigma_colours(sigma_px: np.ndarray, image_width_px: float) -> np.ndarray:
@@ -73,9 +73,9 @@ def _draw() -> None:
     batch.draw(shader)
 
 
-def show(animation, frame_offset: int, view: int = 0) -> None:
-    """Draw these landmarks from now on (replacing earlier ones)."""
-    _state.update(animation=animation, frame_offset=int(frame_offset), view=int(view))
+def show(animation, frame_offset: int, view: int = 0, folder: str | None = None) -> None:
+    """Draw these landmarks from now on (replacing earlier ones); ``folder``: their job's."""
+    _state.update(animation=animation, frame_offset=int(frame_offset), view=int(view), folder=folder)
     if _state["handle"] is None:
         _state["handle"] = bpy.types.SpaceSequenceEditor.draw_handler_add(_draw, (), "PREVIEW", "POST_PIXEL")
 
@@ -86,6 +86,14 @@ def hide() -> None:
     _state.update(handle=None)
 
 
+@bpy.app.handlers.persistent
+def after_load(_file=None) -> None:
+    """A reopened .blend draws its active take's landmarks without a toggle."""
+    _state.update(animation=None, folder=None)
+    if bpy.context.scene is not None:
+        refresh(bpy.context)
+
+
 def load(folder) -> None:
     """Show the landmarks of a finished job folder (a warning in the log when it has none)."""
     try:
@@ -94,16 +102,26 @@ def load(folder) -> None:
     except (jobs.JobError, results.ResultError) as exc:
         SESSION.report("WARNING", f"no landmarks to show: {exc}")
         return
-    show(result.animation, int(info.get("frame_offset", 0)))
+    show(result.animation, int(info.get("frame_offset", 0)), folder=str(folder))
+
+
+def shown_job(settings) -> str:
+    """The job whose landmarks belong on screen: the active take's, else the latest job's."""
+    takes = settings.takes
+    if len(takes) and 0 <= settings.active_take < len(takes):
+        return takes[settings.active_take].job_folder
+    return settings.last_job
 
 
 def refresh(context) -> None:
-    """Follow the scene's "Show landmarks" switch, loading the last job's landmarks when needed."""
+    """Follow the scene's "Show landmarks" switch and its active take (after a switch, or after
+    the .blend was opened), loading that take's landmarks when needed."""
     settings = context.scene.facecap
+    folder = shown_job(settings)
     if not settings.show_landmarks:
         hide()
-    elif _state["animation"] is None and settings.last_job:
-        load(settings.last_job)
+    elif folder and (_state["animation"] is None or _state["folder"] != folder):
+        load(folder)
     elif _state["animation"] is not None:
         show(_state["animation"], _state["frame_offset"], _state["view"])
     for window in context.window_manager.windows:
