@@ -224,6 +224,22 @@ def _end(job: Job, status: str, message: str) -> None:
     job.status, job.message, job.eta_s = status, message, None
     if status == "done":
         job.fraction = 1.0
+    elif status == "cancelled":
+        discard_unfinished(job.folder)
+
+
+def discard_unfinished(folder: Path) -> bool:
+    """Remove a job folder that holds nothing but what the add-on wrote (``job.json``): a
+    cancelled job leaves no trace. Anything else in it (a result, the artist's files) keeps it."""
+    try:
+        if {p.name for p in folder.iterdir()} - {JOB_FILE, JOB_FILE + ".partial"}:
+            return False
+        for name in (JOB_FILE, JOB_FILE + ".partial"):
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:  # already gone, or not ours to remove
+        return False
+    return True
 
 
 def _job(session: Session, job_id) -> Job | None:
@@ -264,7 +280,7 @@ def poll(session: Session, now: float | None = None) -> list:
                                      "('Set up backend' in the add-on preferences rebuilds it)")
             if kind == "garbage":
                 session.report("ERROR", event["message"] + " (the backend was stopped)")
-                process.kill()
+            process.kill()  # a no-op on an exited backend but for closing its pipe
             session.backend, session.hello = None, None
             for running in [j for j in session.jobs if j.active]:
                 if running.status == "cancelling":

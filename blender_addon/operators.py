@@ -7,6 +7,7 @@ Plain functions: :func:`build_fit_request`, :func:`start_fit`, :func:`tick`,
 :func:`import_job`, :func:`cancel_fit`, :func:`retarget_to`, :func:`export_rig`. The UI's timer
 calls :func:`tick`; in bpy module mode and ``blender -b`` timers never fire, so tests call it.
 """
+import time
 from pathlib import Path
 
 import bpy
@@ -119,8 +120,12 @@ def start_fit(context) -> jobs.Job:
         raise jobs.JobError(f"a fit is already running ({running.take}); cancel it or wait for it to finish")
     fields, blender = build_fit_request(context)
     python = preferences.backend_python(context)
-    job = jobs.start_fit(SESSION, python, preferences.jobs_root(context), fields, blender)
-    context.scene.facecap.last_job = str(job.folder)
+    root = preferences.jobs_root(context)
+    job = jobs.start_fit(SESSION, python, root, fields, blender)
+    settings = context.scene.facecap
+    settings.last_job = str(job.folder)
+    if not settings.jobs_folder:
+        settings.jobs_folder = str(root)  # later fits stay there, saved .blend or not
     return job
 
 
@@ -348,23 +353,46 @@ class FACECAP_OT_import(bpy.types.Operator):
         return {"FINISHED"}
 
 
+_JOB_ITEMS = []   # Blender keeps no reference to dynamic enum items: they live here
+
+
+def finished_job_items(context) -> list:
+    """(folder, "take, finished date", folder) of every finished job, newest first."""
+    items = []
+    for folder in jobs.finished_job_folders(preferences.jobs_root(context)):
+        try:
+            take = jobs.read_job_file(folder)["blender"].get("take") or folder.name
+        except jobs.JobError:
+            continue
+        finished = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            (folder / jobs.RESULT_FOLDER / results.MANIFEST).stat().st_mtime))
+        items.append((str(folder), f"{take}, {finished}", str(folder)))
+    return items
+
+
+def _job_items(self, context):
+    _JOB_ITEMS[:] = finished_job_items(context) or [("", "no finished jobs", "")]
+    return _JOB_ITEMS
+
+
 class FACECAP_OT_reimport(bpy.types.Operator):
     bl_idname = "facecap.reimport"
     bl_label = "Re-import"
-    bl_description = "Import a finished job folder (e.g. one that finished while Blender was closed)"
+    bl_description = "Import a finished job (e.g. one that finished while Blender was closed)"
     bl_options = {"REGISTER", "UNDO"}
+    bl_property = "job"
 
-    directory: StringProperty(subtype="DIR_PATH")
+    job: EnumProperty(name="Job", items=_job_items)
 
     def invoke(self, context, event):
-        root = preferences.jobs_root(context)
-        finished = jobs.finished_job_folders(root)
-        self.directory = str(finished[0]) + "/" if finished else str(root) + "/"
-        context.window_manager.fileselect_add(self)
+        context.window_manager.invoke_search_popup(self)
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        return bpy.ops.facecap.import_result(directory=self.directory)
+        if not self.job:
+            self.report({"ERROR"}, f"no finished job in {preferences.jobs_root(context)}")
+            return {"CANCELLED"}
+        return bpy.ops.facecap.import_result(directory=self.job)
 
 
 class FACECAP_OT_views_from_selection(bpy.types.Operator):

@@ -79,9 +79,14 @@ def get(context=None):
 
 
 def jobs_root(context) -> Path:
+    """The preferences' jobs folder; else the one this scene's first fit used (it does not move
+    when the .blend is saved later); else 'facecap_jobs' next to the saved .blend or the user
+    data folder."""
     prefs = get(context)
     if prefs is not None and prefs.jobs_folder:
         return Path(bpy.path.abspath(prefs.jobs_folder))
+    if context.scene.facecap.jobs_folder:
+        return Path(context.scene.facecap.jobs_folder)
     if bpy.data.filepath:
         return Path(bpy.data.filepath).parent / "facecap_jobs"
     return backend.data_dir() / "jobs"

@@ -71,6 +71,9 @@ class FacecapSettings(bpy.types.PropertyGroup):
     synthetic_seed: IntProperty(name="Seed", default=1, min=0)
     take: StringProperty(name="Take", description="Name of the take (action); empty: from the strip or 'take'")
     auto_import: BoolProperty(name="Import when done", default=True)
+    jobs_folder: StringProperty(name="Jobs folder", subtype="DIR_PATH", options={"HIDDEN"},
+                                description="The jobs folder of this scene's first fit (kept when the .blend "
+                                            "is saved later)")
     last_job: StringProperty(name="Last job", subtype="DIR_PATH", description="Folder of the latest fit job")
     retarget_target: PointerProperty(name="Target", type=bpy.types.Object, poll=_is_mesh,
                                      description="Mesh with ARKit-named shape keys to receive the animation")
