@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import backend as backend_module
-from . import results
+from . import progress, results
 
 JOB_FILE = "job.json"
 RESULT_FOLDER = "result"
@@ -43,6 +43,23 @@ class Job:
     started: float = dataclasses.field(default_factory=time.monotonic)
     cancel_requested: float | None = None
     imported: bool = False
+    history: list = dataclasses.field(default_factory=list)   # (monotonic s, fraction, stage) reports
+
+    @property
+    def frames(self) -> int:
+        """Frames the job fits (0 when the request does not say)."""
+        source = self.request.get("source") or {}
+        if source.get("kind") == "synthetic":
+            return int(source.get("frames") or 0)
+        start, end = source.get("frame_start"), source.get("frame_end")
+        return end - start + 1 if isinstance(start, int) and isinstance(end, int) else 0
+
+    def estimate(self, rates: progress.StageRates, now: float | None = None) -> tuple[float, float | None]:
+        """(fraction to show, seconds left or None): measured stage rates, else the backend's ETA."""
+        if not self.active:
+            return self.fraction, None
+        shown, left = rates.estimate(self.history, self.frames, time.monotonic() if now is None else now)
+        return max(shown, self.fraction), left if left is not None else self.eta_s
 
     @property
     def result_dir(self) -> Path:
@@ -66,6 +83,7 @@ class Session:
     hello: dict | None = None
     backend_started: float = 0.0
     jobs: list = dataclasses.field(default_factory=list)
+    rates: progress.StageRates = dataclasses.field(default_factory=progress.StageRates)
     log: list = dataclasses.field(default_factory=list)   # (level, message) for the info log
 
     def active_job(self) -> Job | None:
@@ -259,8 +277,10 @@ def poll(session: Session, now: float | None = None) -> list:
             session.hello = event
         elif kind == "progress" and job is not None and job.status == "running":
             job.stage, job.fraction, job.eta_s = event["stage"], event["fraction"], event["eta_s"]
+            job.history.append((now, job.fraction, job.stage))
         elif kind == "done" and job is not None and job.active:
             if results.is_complete(job.result_dir):
+                session.rates.learn(job.history + [(now, 1.0, "done")], job.frames)
                 _end(job, "done", f"finished in {now - job.started:.0f} s")
             else:
                 _end(job, "failed", f"the backend reported {job.id} done but {job.result_dir} holds no result")

@@ -224,7 +224,7 @@ def _timer():
     job = SESSION.active_job()
     _redraw(context)
     if job is not None:
-        window_manager.progress_update(int(100 * job.fraction))
+        window_manager.progress_update(int(100 * job.estimate(SESSION.rates)[0]))
         return TIMER_INTERVAL_S
     window_manager.progress_end()
     return TIMER_INTERVAL_S if _busy() else None

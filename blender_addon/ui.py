@@ -1,4 +1,6 @@
 """Sidebar panels ("Facecap" tab) in the Sequencer and the 3D View."""
+import time
+
 import bpy
 
 from . import backend, compat, preferences, text
@@ -40,7 +42,9 @@ def draw_fit(layout, context) -> None:
     if job is not None:
         box = layout.box()
         _lines(box, f"{job.take}: {job.stage}", width - 3, "TIME", limit=2)
-        box.label(text=f"{100 * job.fraction:.0f}%{_format_eta(job.eta_s)}")
+        shown, left = job.estimate(SESSION.rates)
+        elapsed = int(time.monotonic() - job.started)  # moves every second, whatever the backend says
+        box.label(text=f"{100 * shown:.0f}%{_format_eta(left)} (running {elapsed // 60}:{elapsed % 60:02d})")
     elif latest is not None and latest.status in ("failed", "cancelled"):
         box = layout.box()
         box.alert = latest.status == "failed"
