@@ -164,7 +164,7 @@ def import_job(context, folder, scene=None) -> importer.ImportReport:
     scene.facecap.last_job = str(folder)
     takes.record(scene, report, folder)
     if scene.facecap.show_landmarks:
-        overlay.show(result.animation, offset, folder=str(folder))
+        overlay.load(folder)
     return report
 
 

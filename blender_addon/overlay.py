@@ -95,13 +95,19 @@ def after_load(_file=None) -> None:
 
 
 def load(folder) -> None:
-    """Show the landmarks of a finished job folder (a warning in the log when it has none)."""
+    """Show the landmarks of a finished single-view video job over the Sequencer preview (none for
+    other jobs; a warning in the log when the folder cannot be read)."""
     try:
-        info = jobs.read_job_file(folder)["blender"]
+        job_file = jobs.read_job_file(folder)
+        if jobs.clip_path(job_file) is None:  # a test shot or multi-view: no strip they belong on
+            hide()
+            _state.update(animation=None, folder=str(folder))
+            return
         result = results.read_result(Path(folder) / jobs.RESULT_FOLDER, verify_files=False)
     except (jobs.JobError, results.ResultError) as exc:
         SESSION.report("WARNING", f"no landmarks to show: {exc}")
         return
+    info = job_file["blender"]
     show(result.animation, int(info.get("frame_offset", 0)), folder=str(folder))
 
 
@@ -120,10 +126,10 @@ def refresh(context) -> None:
     folder = shown_job(settings)
     if not settings.show_landmarks:
         hide()
-    elif folder and (_state["animation"] is None or _state["folder"] != folder):
+    elif folder and _state["folder"] != folder:
         load(folder)
     elif _state["animation"] is not None:
-        show(_state["animation"], _state["frame_offset"], _state["view"])
+        show(_state["animation"], _state["frame_offset"], _state["view"], _state["folder"])
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "SEQUENCE_EDITOR":

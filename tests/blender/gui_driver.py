@@ -17,6 +17,7 @@ import bpy
 
 STATUS = Path(os.environ["FACECAP_GUI_STATUS"])
 QUIT = Path(os.environ["FACECAP_GUI_QUIT"])
+SECOND = Path(os.environ["FACECAP_GUI_QUIT"] + ".second")   # the harness asks for a second take
 state = {"panel_draws": 0, "started": time.time()}
 
 
@@ -127,6 +128,12 @@ def report_once() -> float | None:
     if QUIT.exists():
         bpy.ops.wm.quit_blender()
         return None
+    if SECOND.exists() and "second" not in state:
+        state["second"] = True  # another actor: a test shot with its own identity, as a second take
+        settings = bpy.context.scene.facecap
+        settings.source, settings.synthetic_frames, settings.synthetic_seed = "SYNTHETIC", 6, 7
+        settings.take = "second_actor"
+        bpy.ops.facecap.fit()
     area.tag_redraw()
     view3d.tag_redraw()
     return 0.2

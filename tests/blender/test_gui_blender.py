@@ -148,6 +148,13 @@ def test_click_fit_in_blender_34_gui(display, backend_python, sample_clip, tmp_p
         assert ready["camera"] == "gui_take Camera" and ready["shows_backgrounds"]
         assert ready["backgrounds"] == [str(sample_clip)]
         assert ready["frames"] == [1, 8] and ready["takes"] == ["gui_take"]
+        # A second actor's take next to the first: the take list holds both.
+        (tmp_path / "quit.second").touch()
+        both = wait_for(status, lambda s: len(s.get("ready", {}).get("takes", [])) == 2, 120, blender)
+        assert both["ready"]["takes"] == ["gui_take", "second_actor"], both
+        time.sleep(1.5)
+        subprocess.run(["import", "-window", "root", str(ARTIFACTS / "blender34_gui_two_takes.png")], env=env,
+                       check=True, capture_output=True)
     finally:
         quit_flag.touch()
         try:

@@ -109,14 +109,35 @@ def test_deleting_a_take_removes_its_actions_and_keeps_the_others(addon, tmp_pat
     assert [t.name for t in bpy.context.scene.facecap.takes] == ["anna"]
 
 
-def test_the_overlay_is_on_and_follows_the_active_take_after_reopening(addon, fitted_job, tmp_path):
+def as_video_job(folder, clip):
+    """The job, as if it had fitted ``clip`` (what the overlay draws over)."""
+    job = json.loads((folder / "job.json").read_text())
+    job["request"]["source"] = {"kind": "video", "paths": [str(clip)], "frame_start": 0, "frame_end": 9}
+    (folder / "job.json").write_text(json.dumps(job))
+    return folder
+
+
+def test_the_overlay_is_on_and_follows_the_active_take_after_reopening(addon, fitted_job, sample_clip, tmp_path):
+    import shutil
     from facecap import operators, overlay
     assert bpy.context.scene.facecap.show_landmarks  # on by default
-    operators.import_job(bpy.context, fitted_job)
+    video_job = as_video_job(shutil.copytree(fitted_job, tmp_path / "video_job"), sample_clip)
+    operators.import_job(bpy.context, video_job)
     path = tmp_path / "saved.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     overlay.hide()
     overlay._state.update(animation=None, folder=None)
     bpy.ops.wm.open_mainfile(filepath=str(path))
-    assert overlay._state["handle"] is not None and overlay._state["folder"] == str(fitted_job)
+    assert overlay._state["handle"] is not None and overlay._state["folder"] == str(video_job)
+    assert overlay._state["animation"] is not None
+
+
+def test_a_test_shot_draws_no_landmarks_over_the_footage(addon, fitted_job, sample_clip, tmp_path):
+    import shutil
+    from facecap import operators, overlay
+    operators.import_job(bpy.context, as_video_job(shutil.copytree(fitted_job, tmp_path / "video"), sample_clip))
+    assert overlay._state["animation"] is not None
+    operators.import_job(bpy.context, fitted_job)  # a synthetic shot has no footage to align with
+    assert overlay._state["animation"] is None and overlay._state["handle"] is None
+    bpy.context.scene.facecap.active_take = 0  # back to the video take: its landmarks again
     assert overlay._state["animation"] is not None
