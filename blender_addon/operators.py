@@ -241,13 +241,17 @@ def retarget_to(context, target) -> retarget.RetargetReport:
 
 
 def facecap_armature(context):
-    """The facecap rig to act on: the active object's, else the only one in the scene."""
+    """The facecap rig to act on: the active object's, else the only one in the scene, else the
+    active take's."""
     obj = context.view_layer.objects.active
     if obj is not None and obj.get(importer.RIG_KEY):
         return obj if obj.type == "ARMATURE" else obj.parent
     rigs = [o for o in context.scene.objects if o.type == "ARMATURE" and o.get(importer.RIG_KEY)]
     if len(rigs) == 1:
         return rigs[0]
+    take = active_take(context)  # several rigs: the one of the take shown in the take list
+    if take is not None and take.rig in rigs:
+        return take.rig
     raise jobs.JobError("select the facecap rig (its armature or head mesh)" if rigs
                         else "no facecap rig in the scene: import a fit first")
 

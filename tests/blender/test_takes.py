@@ -141,3 +141,15 @@ def test_a_test_shot_draws_no_landmarks_over_the_footage(addon, fitted_job, samp
     assert overlay._state["animation"] is None and overlay._state["handle"] is None
     bpy.context.scene.facecap.active_take = 0  # back to the video take: its landmarks again
     assert overlay._state["animation"] is not None
+
+
+def test_export_from_the_take_list_writes_the_active_take_next_to_the_blend(addon, tmp_path):
+    from facecap import operators
+    operators.import_job(bpy.context, actor_result(tmp_path, "anna", 1.0))
+    operators.import_job(bpy.context, actor_result(tmp_path, "ben", 1.2))
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    bpy.context.view_layer.objects.active = None
+    bpy.context.scene.facecap.active_take = 0
+    assert operators.default_fbx_path(bpy.context) == tmp_path / "anna.fbx"
+    path = operators.export_rig(bpy.context, operators.default_fbx_path(bpy.context), "UNITY")
+    assert path == tmp_path / "anna.fbx" and path.stat().st_size > 10_000
