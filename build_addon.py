@@ -57,6 +57,7 @@ def package_files(wheels: Path | None = None) -> dict[str, Path]:
         if p.suffix == ".py":
             files[f"backend/{p.relative_to(ROOT).as_posix()}"] = p
     files["backend/requirements/backend.txt"] = ROOT / "requirements" / "backend.txt"
+    files["backend/README.md"] = ROOT / "README.md"   # the add-on's Help button opens it
     for p in tree(ROOT / "onnx_models" / "models"):          # the shipped landmark networks (Dense)
         files[f"backend/{p.relative_to(ROOT).as_posix()}"] = p
     if wheels is not None:

@@ -25,10 +25,13 @@ def register() -> None:
     for cls in _classes:
         bpy.utils.register_class(cls)
     properties.register()
+    bpy.app.handlers.load_post.append(overlay.after_load)
 
 
 def unregister() -> None:
     operators.shutdown()
+    if overlay.after_load in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(overlay.after_load)
     overlay.hide()
     properties.unregister()
     for cls in reversed(_classes):

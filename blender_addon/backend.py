@@ -136,16 +136,18 @@ class BackendProcess:
         self._stderr_thread.start()
 
     def _read_stdout(self) -> None:
-        for raw in self.process.stdout:
-            self.lines.put(("line", raw))
+        with self.process.stdout:  # closed by the reader once the backend has said all
+            for raw in self.process.stdout:
+                self.lines.put(("line", raw))
         returncode = self.process.wait()
         if self._stderr_thread is not None:
             self._stderr_thread.join(2.0)  # the last words usually explain the exit
         self.lines.put(("exit", returncode))
 
     def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
-            self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
+        with self.process.stderr:
+            for raw in self.process.stderr:
+                self.stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -181,11 +183,20 @@ class BackendProcess:
                 self.process.wait(wait_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_stdin()
 
     def kill(self) -> None:
         if self.alive():
             self.process.kill()
             self.process.wait(10)
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.process is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:  # the pipe broke with the process
+                pass
 
 
 def poll_events(backend: BackendProcess) -> list:

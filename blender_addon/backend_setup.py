@@ -105,10 +105,10 @@ def poll(task: SetupTask) -> bool:
             task.status, task.message = "failed", str(message["error"])
         elif message.get("done"):
             task.status, task.fraction, task.stage = "done", 1.0, "done"
-            task.message = f"backend environment ready: {task.python}"
+            task.message = f"backend environment built ({task.python}); checking that it answers"
         else:
             step, steps = int(message.get("step", 1)), int(message.get("steps", 1))
-            task.stage = f"{step}/{steps} {message.get('stage', '')}"
+            task.stage = f"Step {step} of {steps}: {message.get('stage', '')}"
             task.fraction = (step - 1) / steps
             task.last_line = str(message.get("line", ""))
     return task.status != "running"

@@ -37,11 +37,12 @@ def rig_objects(armature_obj) -> list:
 
 
 def animated_range(armature_obj) -> tuple:
+    """(first frame, last frame, take name) of the rig's current take."""
     action = armature_obj.animation_data.action if armature_obj.animation_data else None
     if action is None:
         raise ExportError(f"{armature_obj.name!r} has no take to export: import a fit first")
     start, end = action.frame_range
-    return int(round(start)), int(round(end))
+    return int(round(start)), int(round(end)), str(action.get("facecap_take", action.name))
 
 
 def export_fbx(context, armature_obj, path, preset: str = "UNITY") -> Path:
@@ -49,7 +50,7 @@ def export_fbx(context, armature_obj, path, preset: str = "UNITY") -> Path:
     if preset not in PRESETS:
         raise ExportError(f"unknown FBX preset {preset!r}; expected one of {', '.join(PRESETS)}")
     objects = rig_objects(armature_obj)
-    start, end = animated_range(armature_obj)
+    start, end, take = animated_range(armature_obj)
     path = Path(path)
     if path.suffix.lower() != ".fbx":
         path = path.with_suffix(".fbx")
@@ -57,8 +58,9 @@ def export_fbx(context, armature_obj, path, preset: str = "UNITY") -> Path:
     scene, view_layer = context.scene, context.view_layer
     selected = [o for o in view_layer.objects if o.select_get()]
     active = view_layer.objects.active
-    frame_range = scene.frame_start, scene.frame_end
+    frame_range, scene_name = (scene.frame_start, scene.frame_end), scene.name
     try:
+        scene.name = take  # the FBX exporter names the take after the scene
         for obj in selected:
             obj.select_set(False)
         for obj in objects:
@@ -67,6 +69,7 @@ def export_fbx(context, armature_obj, path, preset: str = "UNITY") -> Path:
         scene.frame_start, scene.frame_end = start, end
         result = bpy.ops.export_scene.fbx(filepath=str(path), **COMMON, **PRESETS[preset])
     finally:
+        scene.name = scene_name
         scene.frame_start, scene.frame_end = frame_range
         for obj in objects:
             obj.select_set(False)

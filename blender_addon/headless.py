@@ -21,9 +21,6 @@ def build_blend(result_dir: Path, blend_path: Path, fbx_path: Path | None, prese
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     report = importer.import_result(scene, result, take=result_dir.name, frame_offset=1)
-    scene.frame_start, scene.frame_end = report.frame_start, report.frame_end
-    if report.camera is not None:
-        scene.camera = report.camera
     blend_path.parent.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=str(blend_path.resolve()))
     lines = [f"blend: {blend_path} (frames {report.frame_start}-{report.frame_end}, "

@@ -9,9 +9,9 @@ B; the root's translation t becomes the location B^T t. With Blender's pose eval
 this reproduces the backend's linear blend skinning exactly (see docs/protocol.md).
 
 Keys are written with ``keyframe_points.add`` and ``foreach_set``: one call per curve.
-Each take gets its own action; an existing action is rewritten only when it is this add-on's
-action for the same take and nobody edited it since; otherwise a new action is made and the
-old one is kept (with a fake user), and the report says so.
+One rig per identity (the fitted neutral head); each fit's take gets its own action named after
+the strip, and earlier takes are kept (fake user). An action is rewritten only by a re-import of
+the same job when nobody edited it since; an edited one is kept and the report says so.
 """
 import dataclasses
 import hashlib
@@ -21,10 +21,12 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import compat
+from . import compat, scene_setup
 from .results import Result
 
 RIG_KEY = "facecap_rig"          # custom property on the armature and mesh: identifies the rig
+TOPOLOGY_KEY = "facecap_topology"  # on the armature: the takes it can hold
+JOB_KEY = "facecap_job"          # on actions, take cameras and collections: the job they came from
 TAKE_KEY = "facecap_take"        # on actions: the take they hold
 HASH_KEY = "facecap_keys_sha1"   # on actions: hash of their keys when written
 EXPRESSION_GROUP = "Expressions"
@@ -43,23 +45,43 @@ class ImportReport:
     seconds: float
     notes: list = dataclasses.field(default_factory=list)
     created: bool = True
+    collection: object = None
 
 
-def rig_key(result: Result) -> str:
-    """Identifies rigs that can be updated in place: same model, topology and channels."""
+def topology_key(result: Result) -> str:
+    """Rigs a take can be keyed on: same model, topology and channels."""
     rig = result.rig
     names = hashlib.sha1("\n".join(rig.expression_names + ["|"] + rig.joint_names).encode()).hexdigest()[:12]
     return f"{rig.model_name}:{len(rig.vertices)}:{len(rig.triangles)}:{names}"
+
+
+def rig_key(result: Result) -> str:
+    """One rig per identity: the topology plus the fitted neutral head (to 0.01 mm)."""
+    shape = np.round(result.rig.vertices.astype(np.float64) * 1e5).astype(np.int64)
+    return f"{topology_key(result)}:{hashlib.sha1(shape.tobytes()).hexdigest()[:12]}"
 
 
 def find_rig(scene, key: str):
     """The armature and mesh of an earlier import of the same rig in ``scene``, or (None, None)."""
     for obj in scene.objects:
         if obj.type == "ARMATURE" and obj.get(RIG_KEY) == key:
-            meshes = [c for c in obj.children if c.type == "MESH" and c.get(RIG_KEY) == key]
-            if meshes:
-                return obj, meshes[0]
+            return obj, rig_mesh(obj)
     return None, None
+
+
+def rig_mesh(armature_obj):
+    """The head mesh of a facecap armature (None when it was removed)."""
+    meshes = [c for c in armature_obj.children if c.type == "MESH" and c.get(RIG_KEY)]
+    return meshes[0] if meshes else None
+
+
+def check_reusable(armature_obj, result: Result) -> None:
+    """ValueError unless ``armature_obj`` is a facecap rig this result's take can be keyed on."""
+    if armature_obj is None or armature_obj.type != "ARMATURE" or rig_mesh(armature_obj) is None:
+        raise ValueError("the rig to reuse must be a facecap rig (its armature, with its head mesh)")
+    if armature_obj.get(TOPOLOGY_KEY) != topology_key(result):
+        raise ValueError(f"{armature_obj.name!r} has another head model or other channels than this take: "
+                         "it cannot hold it (clear 'Reuse rig' to make a new rig)")
 
 
 # -- pure numpy: the values the curves take ------------------------------------------------
@@ -162,9 +184,11 @@ def _edit_bones(view_layer, armature_obj, rig) -> None:
 
 
 def _build_rig(collection, rig, key: str, name: str):
+    """A new armature and head mesh named after ``name`` (the first take) in ``collection``."""
     armature = bpy.data.armatures.new(f"{name} Rig")
     armature_obj = bpy.data.objects.new(f"{name} Rig", armature)
     armature_obj[RIG_KEY] = key
+    armature_obj[TOPOLOGY_KEY] = key.rsplit(":", 1)[0]
     collection.objects.link(armature_obj)
     mesh_obj = bpy.data.objects.new(f"{name} Head", _new_mesh(f"{name} Head", rig))
     mesh_obj[RIG_KEY] = key
@@ -196,29 +220,33 @@ def _write_curves(fcurves, paths: list, frames: np.ndarray, values: np.ndarray) 
         fcurve.update()
 
 
-def _take_action(id_block, take: str, slot: str, notes: list, made: dict):
-    """The action that will hold ``take`` for ``id_block``.
+def _take_action(id_block, take: str, job: str, slot: str, notes: list, made: dict):
+    """The action that will hold ``take`` (from ``job``) for ``id_block``.
 
-    The action already assigned is reused (its curves for ``id_block`` cleared) only when it
-    holds the same take and its keys are unchanged since the add-on wrote them; otherwise it
-    is kept with a fake user and a new action is made. ``made`` shares one action between
-    data-blocks where actions have slots (Blender 4.4+).
+    Every fit makes a new action named after the take; earlier ones are kept (with a fake
+    user, so the take list can bring them back). The action already assigned is rewritten only
+    when it is this same job's take (a re-import) and its keys are unchanged since the add-on
+    wrote them. ``made`` shares one action between data-blocks where actions have slots (4.4+).
     """
     share = take if compat.SLOTTED_ACTIONS else (take, slot)
     animation = id_block.animation_data
     current = animation.action if animation else None
     if current is not None and current is not made.get(share):
         unedited = current.get(HASH_KEY) == keys_hash(compat.all_action_fcurves(current))
-        if current.get(TAKE_KEY) == take and unedited and share not in made:
+        if current.get(JOB_KEY) == job and current.get(TAKE_KEY) == take and unedited and share not in made:
             made[share] = current
         else:
             current.use_fake_user = True  # keep it although nothing uses it any more
-            why = "was edited" if current.get(TAKE_KEY) else "is not a facecap take"
-            notes.append(f"kept the existing action {current.name!r} of {id_block.name!r} (it {why}); "
-                         f"this take went into a new action")
+            if current.get(TAKE_KEY) is None:
+                notes.append(f"kept the existing action {current.name!r} of {id_block.name!r} (it is not a "
+                             "facecap take); this take went into a new action")
+            elif not unedited:
+                notes.append(f"kept the action {current.name!r} of {id_block.name!r} (its keys were edited); "
+                             "this take went into a new action")
     if share not in made:
         action = bpy.data.actions.new(take if compat.SLOTTED_ACTIONS else f"{take} {slot}")
         action[TAKE_KEY] = take
+        action[JOB_KEY] = job
         made[share] = action
     if current is made[share]:  # rewriting our own take: drop its old curves for this data-block
         compat.clear_fcurves(compat.assign_action(id_block, current, slot))
@@ -230,10 +258,12 @@ def _camera_lens_mm(focal_px: float, image_size_px, sensor_mm: float) -> float:
     return float(focal_px) * sensor_mm / float(max(image_size_px))
 
 
-def _fitted_camera(collection, name: str, animation, existing):
-    camera_obj = existing
+def _fitted_camera(scene, collection, name: str, job: str, animation):
+    """The take's camera: the one an earlier import of this job made, else a new one."""
+    camera_obj = next((o for o in scene.objects if o.type == "CAMERA" and o.get(JOB_KEY) == job), None)
     if camera_obj is None:
         camera_obj = bpy.data.objects.new(f"{name} Camera", bpy.data.cameras.new(f"{name} Camera"))
+        camera_obj[JOB_KEY] = job
         collection.objects.link(camera_obj)
     data = camera_obj.data
     data.sensor_fit = "AUTO"
@@ -243,35 +273,49 @@ def _fitted_camera(collection, name: str, animation, existing):
     return camera_obj
 
 
-def import_result(scene, result: Result, take: str, frame_offset: int, view_camera=None,
-                  name: str = "Facecap") -> ImportReport:
-    """Create (or update) the rig in ``scene`` and key ``take`` on it.
+def _collection_of_job(scene, take: str, job: str):
+    """The take's collection: an earlier import's of this job, else a new one named after the take."""
+    found = next((c for c in scene.collection.children_recursive if c.get(JOB_KEY) == job), None)
+    if found is None:
+        found = scene_setup.take_collection(scene, take)
+        found[JOB_KEY] = job
+    return found
 
-    Source frame k lands on timeline frame ``frame_offset + k``. ``view_camera``: the artist's
-    camera of view 0 (multi-view calibration): the rig is placed relative to it and no
-    camera is created; without it a fitted camera object is created or updated.
+
+def import_result(scene, result: Result, take: str, frame_offset: int, view_camera=None, clip_path=None,
+                  reuse_rig=None) -> ImportReport:
+    """Key ``take`` on the rig of this result's identity in ``scene`` (made when there is none, in a
+    new collection named after the take), or on ``reuse_rig`` when the artist chose one.
+
+    Source frame k lands on timeline frame ``frame_offset + k``; the scene's frame range becomes
+    the take's. ``view_camera``: the artist's camera of view 0 (multi-view calibration): the rig
+    is placed relative to it and no camera is created; without it the take's fitted camera
+    becomes the scene camera, with ``clip_path`` (the footage) behind it, and the render size
+    and frame rate become the clip's.
     """
     started = time.perf_counter()
     rig, animation = result.rig, result.animation
-    key = rig_key(result)
+    job = str(result.manifest.get("job", ""))
+    if reuse_rig is not None:
+        check_reusable(reuse_rig, result)  # before anything changes
     notes = []
-    armature_obj, mesh_obj = find_rig(scene, key)
-    created = armature_obj is None
-    collection = scene.collection if created else armature_obj.users_collection[0]
-    if created:
-        armature_obj, mesh_obj = _build_rig(collection, rig, key, name)
+    collection = _collection_of_job(scene, take, job)
+    if reuse_rig is not None:
+        armature_obj, mesh_obj = reuse_rig, rig_mesh(reuse_rig)
     else:
-        notes.append(f"updated the existing rig {armature_obj.name!r} (head shape from this take)")
-    _update_rig_shape(armature_obj, mesh_obj, rig)
+        armature_obj, mesh_obj = find_rig(scene, rig_key(result))
+    created = armature_obj is None
+    if created:
+        armature_obj, mesh_obj = _build_rig(collection, rig, rig_key(result), take)
+        _update_rig_shape(armature_obj, mesh_obj, rig)
 
     camera_obj = None
     if view_camera is None:
-        existing = armature_obj.get("facecap_camera")
-        existing = bpy.data.objects.get(existing) if isinstance(existing, str) else None
-        camera_obj = _fitted_camera(collection, name, animation, existing)
-        armature_obj["facecap_camera"] = camera_obj.name
-        if scene.camera is None:
-            scene.camera = camera_obj
+        camera_obj = _fitted_camera(scene, collection, take, job, animation)
+        scene.camera = camera_obj
+        scene_setup.fit_render_to_clip(scene, animation.image_size_px[0], animation.fps)
+        if clip_path is not None:
+            scene_setup.show_clip_behind(camera_obj, clip_path, frame_offset)
         armature_obj.matrix_world = Matrix.Identity(4)  # the fitted camera is where the fit put it
     else:
         # The rig's frame is camera 0's: put it where the artist's camera 0 is.
@@ -282,7 +326,7 @@ def import_result(scene, result: Result, take: str, frame_offset: int, view_came
     frames = (frame_offset + animation.frame_indices).astype(np.float32)
     made = {}
     shape_keys = mesh_obj.data.shape_keys
-    shape_action = _take_action(shape_keys, take, "shapes", notes, made)
+    shape_action = _take_action(shape_keys, take, job, "shapes", notes, made)
     fcurves = compat.assign_action(shape_keys, shape_action, "shapes")
     _write_curves(fcurves, [(f'key_blocks["{n}"].value', 0, EXPRESSION_GROUP) for n in rig.expression_names],
                   frames, animation.expression)
@@ -294,7 +338,7 @@ def import_result(scene, result: Result, take: str, frame_offset: int, view_came
 
     rest = np.array([np.array(armature_obj.data.bones[n].matrix_local)[:3, :3] for n in rig.joint_names])
     quats, location = bone_channels(animation, rest)
-    rig_action = _take_action(armature_obj, take, "rig", notes, made)
+    rig_action = _take_action(armature_obj, take, job, "rig", notes, made)
     fcurves = compat.assign_action(armature_obj, rig_action, "rig")
     paths = [(f'pose.bones["{n}"].rotation_quaternion', i, n) for n in rig.joint_names for i in range(4)]
     root = rig.joint_names[0]
@@ -305,8 +349,9 @@ def import_result(scene, result: Result, take: str, frame_offset: int, view_came
     actions = [shape_action] if shape_action == rig_action else [shape_action, rig_action]
     for action in actions:
         action[HASH_KEY] = keys_hash(compat.all_action_fcurves(action))
-        action["facecap_job"] = str(result.manifest.get("job", ""))
+        action.use_fake_user = True  # a take stays in the file when another take is shown
     armature_obj[TAKE_KEY] = take
+    scene_setup.frame_take(scene, int(frames[0]), int(frames[-1]))
     scene.frame_set(scene.frame_current)
     return ImportReport(armature_obj, mesh_obj, camera_obj, actions, int(frames[0]), int(frames[-1]),
-                        time.perf_counter() - started, notes, created)
+                        time.perf_counter() - started, notes, created, collection)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import backend as backend_module
-from . import results
+from . import progress, results
 
 JOB_FILE = "job.json"
 RESULT_FOLDER = "result"
@@ -43,6 +43,23 @@ class Job:
     started: float = dataclasses.field(default_factory=time.monotonic)
     cancel_requested: float | None = None
     imported: bool = False
+    history: list = dataclasses.field(default_factory=list)   # (monotonic s, fraction, stage) reports
+
+    @property
+    def frames(self) -> int:
+        """Frames the job fits (0 when the request does not say)."""
+        source = self.request.get("source") or {}
+        if source.get("kind") == "synthetic":
+            return int(source.get("frames") or 0)
+        start, end = source.get("frame_start"), source.get("frame_end")
+        return end - start + 1 if isinstance(start, int) and isinstance(end, int) else 0
+
+    def estimate(self, rates: progress.StageRates, now: float | None = None) -> tuple[float, float | None]:
+        """(fraction to show, seconds left or None): measured stage rates, else the backend's ETA."""
+        if not self.active:
+            return self.fraction, None
+        shown, left = rates.estimate(self.history, self.frames, time.monotonic() if now is None else now)
+        return max(shown, self.fraction), left if left is not None else self.eta_s
 
     @property
     def result_dir(self) -> Path:
@@ -66,6 +83,7 @@ class Session:
     hello: dict | None = None
     backend_started: float = 0.0
     jobs: list = dataclasses.field(default_factory=list)
+    rates: progress.StageRates = dataclasses.field(default_factory=progress.StageRates)
     log: list = dataclasses.field(default_factory=list)   # (level, message) for the info log
 
     def active_job(self) -> Job | None:
@@ -109,17 +127,42 @@ def write_job_file(folder: Path, request: dict, blender: dict) -> None:
 
 
 def read_job_file(folder) -> dict:
-    """``{"request": ..., "blender": ...}`` of a job folder; JobError when it is not one."""
+    """``{"request": ..., "blender": ...}`` of a job folder; JobError when it is not one or when
+    a field the import uses has the wrong type."""
     path = Path(folder) / JOB_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobError(f"{folder} is not a facecap job folder (no {JOB_FILE})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JobError(f"{path} is not JSON: {exc}") from None
+    if not path.is_file():
+        raise JobError(f"{folder} is not a facecap job folder (no {JOB_FILE})")
+    data = results.read_json(path, JobError)
     if not isinstance(data, dict) or not isinstance(data.get("blender"), dict):
         raise JobError(f"{path} is not a facecap job file")
+    _check_blender_info(path, data["blender"])
     return data
+
+
+def _check_blender_info(path: Path, info: dict) -> None:
+    """The fields :func:`operators.import_job` reads: take, scene (str), frame_offset (int),
+    views (list of {strip, camera: str or None})."""
+    for key in ("take", "scene", "reuse_rig"):
+        if not isinstance(info.get(key) or "", str):
+            raise JobError(f"{path}: {key!r} must be a string, not {type(info[key]).__name__}")
+    offset = info.get("frame_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > results.MAX_FRAME_INDEX:
+        raise JobError(f"{path}: 'frame_offset' must be a frame number, not {offset!r:.40}")
+    views = info.get("views", [])
+    if not isinstance(views, list) or not all(
+            isinstance(v, dict) and all(isinstance(v.get(k), (str, type(None))) for k in ("strip", "camera"))
+            for v in views):
+        raise JobError(f"{path}: 'views' must be a list of {{\"strip\": name, \"camera\": name or null}}")
+
+
+def clip_path(job_file: dict) -> Path | None:
+    """The footage of a single-view video job (shown behind its camera), None otherwise."""
+    request = job_file.get("request")
+    source = request.get("source") if isinstance(request, dict) else None
+    paths = source.get("paths") if isinstance(source, dict) and source.get("kind") == "video" else None
+    if isinstance(paths, list) and len(paths) == 1 and isinstance(paths[0], str) and Path(paths[0]).is_file():
+        return Path(paths[0])
+    return None
 
 
 def finished_job_folders(jobs_root: Path) -> list:
@@ -199,6 +242,22 @@ def _end(job: Job, status: str, message: str) -> None:
     job.status, job.message, job.eta_s = status, message, None
     if status == "done":
         job.fraction = 1.0
+    elif status == "cancelled":
+        discard_unfinished(job.folder)
+
+
+def discard_unfinished(folder: Path) -> bool:
+    """Remove a job folder that holds nothing but what the add-on wrote (``job.json``): a
+    cancelled job leaves no trace. Anything else in it (a result, the artist's files) keeps it."""
+    try:
+        if {p.name for p in folder.iterdir()} - {JOB_FILE, JOB_FILE + ".partial"}:
+            return False
+        for name in (JOB_FILE, JOB_FILE + ".partial"):
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:  # already gone, or not ours to remove
+        return False
+    return True
 
 
 def _job(session: Session, job_id) -> Job | None:
@@ -218,8 +277,10 @@ def poll(session: Session, now: float | None = None) -> list:
             session.hello = event
         elif kind == "progress" and job is not None and job.status == "running":
             job.stage, job.fraction, job.eta_s = event["stage"], event["fraction"], event["eta_s"]
+            job.history.append((now, job.fraction, job.stage))
         elif kind == "done" and job is not None and job.active:
             if results.is_complete(job.result_dir):
+                session.rates.learn(job.history + [(now, 1.0, "done")], job.frames)
                 _end(job, "done", f"finished in {now - job.started:.0f} s")
             else:
                 _end(job, "failed", f"the backend reported {job.id} done but {job.result_dir} holds no result")
@@ -239,7 +300,7 @@ def poll(session: Session, now: float | None = None) -> list:
                                      "('Set up backend' in the add-on preferences rebuilds it)")
             if kind == "garbage":
                 session.report("ERROR", event["message"] + " (the backend was stopped)")
-                process.kill()
+            process.kill()  # a no-op on an exited backend but for closing its pipe
             session.backend, session.hello = None, None
             for running in [j for j in session.jobs if j.active]:
                 if running.status == "cancelling":

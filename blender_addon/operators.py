@@ -1,28 +1,26 @@
 """Operators (thin) and the plain functions they call (which tests call directly).
 
+The top of the add-on's imports: operators use overlay, preferences and the plain modules;
+none of those imports operators (the running state lives in ``state``).
+
 Plain functions: :func:`build_fit_request`, :func:`start_fit`, :func:`tick`,
 :func:`import_job`, :func:`cancel_fit`, :func:`retarget_to`, :func:`export_rig`. The UI's timer
 calls :func:`tick`; in bpy module mode and ``blender -b`` timers never fire, so tests call it.
 """
+import time
 from pathlib import Path
 
 import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import backend, backend_setup, compat, fbx_export, importer, jobs, overlay, preferences, results, retarget
+from . import backend, backend_setup, compat, fbx_export, importer, jobs, overlay, preferences, results, retarget, takes
+from .state import SESSION, SETUP
 
-SESSION = jobs.Session()
 TIMER_INTERVAL_S = 0.25
+XRAY_ALPHA = 0.6   # how opaque the head is over the footage in "View over Footage"
 ERRORS = (jobs.JobError, results.ResultError, backend.BackendError, retarget.RetargetError,
           fbx_export.ExportError, ValueError)
-
-
-class _Setup:
-    task = None
-
-
-SETUP = _Setup()
 
 
 # -- what to fit -------------------------------------------------------------------------
@@ -110,6 +108,7 @@ def build_fit_request(context) -> tuple:
                    "frame_offset": offset,
                    "views": [{"strip": s.name, "camera": c.name if c else None} for s, c, _ in views]}
     blender["scene"] = scene.name
+    blender["reuse_rig"] = settings.reuse_rig.name if settings.reuse_rig else None
     return fields, blender
 
 
@@ -121,8 +120,12 @@ def start_fit(context) -> jobs.Job:
         raise jobs.JobError(f"a fit is already running ({running.take}); cancel it or wait for it to finish")
     fields, blender = build_fit_request(context)
     python = preferences.backend_python(context)
-    job = jobs.start_fit(SESSION, python, preferences.jobs_root(context), fields, blender)
-    context.scene.facecap.last_job = str(job.folder)
+    root = preferences.jobs_root(context)
+    job = jobs.start_fit(SESSION, python, root, fields, blender)
+    settings = context.scene.facecap
+    settings.last_job = str(job.folder)
+    if not settings.jobs_folder:
+        settings.jobs_folder = str(root)  # later fits stay there, saved .blend or not
     return job
 
 
@@ -135,7 +138,8 @@ def import_job(context, folder, scene=None) -> importer.ImportReport:
     folder = Path(folder)
     if not (folder / jobs.JOB_FILE).is_file() and (folder.parent / jobs.JOB_FILE).is_file():
         folder = folder.parent  # the artist picked the job's result folder itself
-    info = jobs.read_job_file(folder)["blender"]
+    job_file = jobs.read_job_file(folder)
+    info = job_file["blender"]
     result = results.read_result(folder / jobs.RESULT_FOLDER)
     scene = scene or bpy.data.scenes.get(info.get("scene", "")) or context.scene
     views = info.get("views") or []
@@ -145,23 +149,23 @@ def import_job(context, folder, scene=None) -> importer.ImportReport:
         if camera is None:
             raise jobs.JobError(f"the camera {views[0].get('camera')!r} of view 1 no longer exists; "
                                 "the multi-view rig is placed relative to it")
-    report = importer.import_result(scene, result, take=str(info.get("take", folder.name)),
-                                    frame_offset=int(info.get("frame_offset", scene.frame_start)),
-                                    view_camera=camera)
+    reuse = None
+    if info.get("reuse_rig"):
+        reuse = bpy.data.objects.get(info["reuse_rig"])
+        if reuse is None:
+            raise jobs.JobError(f"the rig {info['reuse_rig']!r} chosen for this take no longer exists")
+    offset = int(info.get("frame_offset", scene.frame_start))
+    last = offset + int(result.animation.frame_indices[-1])
+    if not -results.MAX_FRAME_INDEX <= offset + int(result.animation.frame_indices[0]) <= last <= results.MAX_FRAME_INDEX:
+        raise jobs.JobError(f"{folder / jobs.JOB_FILE}: frame_offset {offset} puts the take on frames beyond "
+                            f"Blender's +-{results.MAX_FRAME_INDEX}")
+    report = importer.import_result(scene, result, take=str(info.get("take", folder.name)), frame_offset=offset,
+                                    view_camera=camera, clip_path=jobs.clip_path(job_file), reuse_rig=reuse)
     scene.facecap.last_job = str(folder)
+    takes.record(scene, report, folder)
     if scene.facecap.show_landmarks:
-        overlay.show(result.animation, int(info.get("frame_offset", 0)))
+        overlay.load(folder)
     return report
-
-
-def load_overlay(context, folder) -> None:
-    try:
-        info = jobs.read_job_file(folder)["blender"]
-        result = results.read_result(Path(folder) / jobs.RESULT_FOLDER, verify_files=False)
-    except ERRORS as exc:
-        SESSION.report("WARNING", f"no landmarks to show: {exc}")
-        return
-    overlay.show(result.animation, int(info.get("frame_offset", 0)))
 
 
 def tick(context) -> list:
@@ -186,6 +190,11 @@ def tick(context) -> list:
             SESSION.report("INFO", f"{job.take}: {job.message}")
     if SETUP.task is not None and SETUP.task.status == "running" and backend_setup.poll(SETUP.task):
         SESSION.report("INFO" if SETUP.task.status == "done" else "ERROR", SETUP.task.message)
+        if SETUP.task.status == "done":  # ready once the new backend answers hello
+            try:
+                jobs.ensure_backend(SESSION, SETUP.task.python)
+            except backend.BackendError as exc:
+                SESSION.report("ERROR", f"the new backend does not start: {exc}")
     return ended
 
 
@@ -195,7 +204,8 @@ def import_summary(report: importer.ImportReport) -> str:
 
 
 def _busy() -> bool:
-    return SESSION.active_job() is not None or (SETUP.task is not None and SETUP.task.status == "running")
+    return (SESSION.active_job() is not None or (SETUP.task is not None and SETUP.task.status == "running")
+            or (SESSION.backend is not None and SESSION.hello is None))  # a check waiting for hello
 
 
 def _redraw(context) -> None:
@@ -214,7 +224,7 @@ def _timer():
     job = SESSION.active_job()
     _redraw(context)
     if job is not None:
-        window_manager.progress_update(int(100 * job.fraction))
+        window_manager.progress_update(int(100 * job.estimate(SESSION.rates)[0]))
         return TIMER_INTERVAL_S
     window_manager.progress_end()
     return TIMER_INTERVAL_S if _busy() else None
@@ -231,13 +241,17 @@ def retarget_to(context, target) -> retarget.RetargetReport:
 
 
 def facecap_armature(context):
-    """The facecap rig to act on: the active object's, else the only one in the scene."""
+    """The facecap rig to act on: the active object's, else the only one in the scene, else the
+    active take's."""
     obj = context.view_layer.objects.active
     if obj is not None and obj.get(importer.RIG_KEY):
         return obj if obj.type == "ARMATURE" else obj.parent
     rigs = [o for o in context.scene.objects if o.type == "ARMATURE" and o.get(importer.RIG_KEY)]
     if len(rigs) == 1:
         return rigs[0]
+    take = active_take(context)  # several rigs: the one of the take shown in the take list
+    if take is not None and take.rig in rigs:
+        return take.rig
     raise jobs.JobError("select the facecap rig (its armature or head mesh)" if rigs
                         else "no facecap rig in the scene: import a fit first")
 
@@ -249,6 +263,42 @@ def facecap_mesh(context):
 
 def export_rig(context, path, preset: str) -> Path:
     return fbx_export.export_fbx(context, facecap_armature(context), path, preset)
+
+
+def active_take(context):
+    settings = context.scene.facecap
+    return settings.takes[settings.active_take] if 0 <= settings.active_take < len(settings.takes) else None
+
+
+def default_fbx_path(context) -> Path:
+    """``<take>.fbx`` next to the .blend (in the jobs folder while the .blend is not saved)."""
+    armature = facecap_armature(context)
+    take = jobs.safe_name(str(armature.get(importer.TAKE_KEY, armature.name)))
+    folder = Path(bpy.data.filepath).parent if bpy.data.filepath else preferences.jobs_root(context)
+    return folder / f"{take}.fbx"
+
+
+def view_through_scene_camera(context) -> None:
+    """A 3D View of the window (the current area when there is none) looks through the scene
+    camera, so the head shows over the footage behind the camera."""
+    camera = context.scene.camera
+    if camera is None:
+        raise jobs.JobError("the scene has no camera: import a take first")
+    areas = [a for a in context.window.screen.areas if a.type == "VIEW_3D"]
+    area = areas[0] if areas else context.area
+    if area is None:
+        raise jobs.JobError("no area to show the camera view in")
+    area.type = "VIEW_3D"
+    space = area.spaces.active
+    space.shading.type = "SOLID"
+    # The fitted camera may sit inside other objects (the default cube): their inner faces face
+    # away from it and are culled, and the head is see-through enough to judge it on the actor.
+    space.shading.show_backface_culling = True
+    space.shading.show_xray = True
+    space.shading.xray_alpha = XRAY_ALPHA
+    space.overlay.show_overlays = True
+    space.region_3d.view_perspective = "CAMERA"
+    area.tag_redraw()
 
 
 # -- operators ---------------------------------------------------------------------------
@@ -307,23 +357,46 @@ class FACECAP_OT_import(bpy.types.Operator):
         return {"FINISHED"}
 
 
+_JOB_ITEMS = []   # Blender keeps no reference to dynamic enum items: they live here
+
+
+def finished_job_items(context) -> list:
+    """(folder, "take, finished date", folder) of every finished job, newest first."""
+    items = []
+    for folder in jobs.finished_job_folders(preferences.jobs_root(context)):
+        try:
+            take = jobs.read_job_file(folder)["blender"].get("take") or folder.name
+        except jobs.JobError:
+            continue
+        finished = time.strftime("%Y-%m-%d %H:%M", time.localtime(
+            (folder / jobs.RESULT_FOLDER / results.MANIFEST).stat().st_mtime))
+        items.append((str(folder), f"{take}, {finished}", str(folder)))
+    return items
+
+
+def _job_items(self, context):
+    _JOB_ITEMS[:] = finished_job_items(context) or [("", "no finished jobs", "")]
+    return _JOB_ITEMS
+
+
 class FACECAP_OT_reimport(bpy.types.Operator):
     bl_idname = "facecap.reimport"
     bl_label = "Re-import"
-    bl_description = "Import a finished job folder (e.g. one that finished while Blender was closed)"
+    bl_description = "Import a finished job (e.g. one that finished while Blender was closed)"
     bl_options = {"REGISTER", "UNDO"}
+    bl_property = "job"
 
-    directory: StringProperty(subtype="DIR_PATH")
+    job: EnumProperty(name="Job", items=_job_items)
 
     def invoke(self, context, event):
-        root = preferences.jobs_root(context)
-        finished = jobs.finished_job_folders(root)
-        self.directory = str(finished[0]) + "/" if finished else str(root) + "/"
-        context.window_manager.fileselect_add(self)
+        context.window_manager.invoke_search_popup(self)
         return {"RUNNING_MODAL"}
 
     def execute(self, context):
-        return bpy.ops.facecap.import_result(directory=self.directory)
+        if not self.job:
+            self.report({"ERROR"}, f"no finished job in {preferences.jobs_root(context)}")
+            return {"CANCELLED"}
+        return bpy.ops.facecap.import_result(directory=self.job)
 
 
 class FACECAP_OT_views_from_selection(bpy.types.Operator):
@@ -380,7 +453,8 @@ class FACECAP_OT_retarget(bpy.types.Operator):
 class FACECAP_OT_export_fbx(bpy.types.Operator, ExportHelper):
     bl_idname = "facecap.export_fbx"
     bl_label = "Export FBX"
-    bl_description = "Export the rig and its take as FBX for a game engine"
+    bl_description = ("Export the rig and its take as FBX for a game engine (re-import in Blender with "
+                      "Animation Offset 0 to keep the strip's frames)")
 
     filename_ext = ".fbx"
     filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
@@ -388,7 +462,13 @@ class FACECAP_OT_export_fbx(bpy.types.Operator, ExportHelper):
 
     def invoke(self, context, event):
         self.preset = context.scene.facecap.fbx_preset
-        return ExportHelper.invoke(self, context, event)
+        try:
+            self.filepath = str(default_fbx_path(context))
+        except ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
 
     def execute(self, context):
         try:
@@ -397,6 +477,67 @@ class FACECAP_OT_export_fbx(bpy.types.Operator, ExportHelper):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self.report({"INFO"}, f"exported {path}")
+        return {"FINISHED"}
+
+
+class FACECAP_OT_take_reimport(bpy.types.Operator):
+    bl_idname = "facecap.take_reimport"
+    bl_label = "Re-import Take"
+    bl_description = "Import the selected take's job again (its keys are rewritten unless you edited them)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        entry = active_take(context)
+        if entry is None:
+            self.report({"ERROR"}, "no take selected")
+            return {"CANCELLED"}
+        return bpy.ops.facecap.import_result(directory=entry.job_folder)
+
+
+class FACECAP_OT_take_delete(bpy.types.Operator):
+    bl_idname = "facecap.take_delete"
+    bl_label = "Delete Take"
+    bl_description = "Remove the selected take's keys and camera (its rig too when no other take uses it)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        if active_take(context) is None:
+            self.report({"ERROR"}, "no take selected")
+            return {"CANCELLED"}
+        name = takes.delete(context.scene, context.scene.facecap.active_take)
+        self.report({"INFO"}, f"deleted take {name!r} (its job folder is kept for a re-import)")
+        return {"FINISHED"}
+
+
+class FACECAP_OT_view_take(bpy.types.Operator):
+    bl_idname = "facecap.view_take"
+    bl_label = "View over Footage"
+    bl_description = "Look through the take's fitted camera, with the footage behind the head, in a 3D View"
+
+    def execute(self, context):
+        try:
+            view_through_scene_camera(context)
+        except ERRORS as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class FACECAP_OT_check_backend(bpy.types.Operator):
+    bl_idname = "facecap.check_backend"
+    bl_label = "Check Backend"
+    bl_description = "Start the backend and wait for its answer (the check mark shows when it answers)"
+
+    def execute(self, context):
+        try:
+            jobs.ensure_backend(SESSION, preferences.backend_python(context))
+        except backend.BackendError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        ensure_timer()
         return {"FINISHED"}
 
 
@@ -437,6 +578,7 @@ class FACECAP_OT_report(bpy.types.Operator):
 
 classes = (FACECAP_OT_fit, FACECAP_OT_cancel, FACECAP_OT_import, FACECAP_OT_reimport,
            FACECAP_OT_views_from_selection, FACECAP_OT_views_clear, FACECAP_OT_retarget, FACECAP_OT_export_fbx,
+           FACECAP_OT_take_reimport, FACECAP_OT_take_delete, FACECAP_OT_view_take, FACECAP_OT_check_backend,
            FACECAP_OT_setup_backend, FACECAP_OT_report)
 
 

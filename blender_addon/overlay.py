@@ -4,16 +4,19 @@ Points are coloured by their sigma relative to the image width (green: confident
 the width or less; red: uncertain, 4% or more; log scale between). Image pixels (x right, y down) map onto the preview as a strip that fits the render
 frame (the Sequencer's default "Scale to Fit"), centred on the preview's origin.
 """
+from pathlib import Path
+
 import bpy
 import numpy as np
 
-from . import compat
+from . import compat, jobs, results
+from .state import SESSION
 
 SIGMA_GREEN = 0.005   # of the image width
 SIGMA_RED = 0.04
 POINT_SIZE_PX = 4.0
 
-_state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0}
+_state = {"handle": None, "animation": None, "frame_offset": 0, "view": 0, "folder": None}
 
 
 def sigma_colours(sigma_px: np.ndarray, image_width_px: float) -> np.ndarray:
@@ -70,9 +73,9 @@ def _draw() -> None:
     batch.draw(shader)
 
 
-def show(animation, frame_offset: int, view: int = 0) -> None:
-    """Draw these landmarks from now on (replacing earlier ones)."""
-    _state.update(animation=animation, frame_offset=int(frame_offset), view=int(view))
+def show(animation, frame_offset: int, view: int = 0, folder: str | None = None) -> None:
+    """Draw these landmarks from now on (replacing earlier ones); ``folder``: their job's."""
+    _state.update(animation=animation, frame_offset=int(frame_offset), view=int(view), folder=folder)
     if _state["handle"] is None:
         _state["handle"] = bpy.types.SpaceSequenceEditor.draw_handler_add(_draw, (), "PREVIEW", "POST_PIXEL")
 
@@ -83,16 +86,50 @@ def hide() -> None:
     _state.update(handle=None)
 
 
+@bpy.app.handlers.persistent
+def after_load(_file=None) -> None:
+    """A reopened .blend draws its active take's landmarks without a toggle."""
+    _state.update(animation=None, folder=None)
+    if bpy.context.scene is not None:
+        refresh(bpy.context)
+
+
+def load(folder) -> None:
+    """Show the landmarks of a finished single-view video job over the Sequencer preview (none for
+    other jobs; a warning in the log when the folder cannot be read)."""
+    try:
+        job_file = jobs.read_job_file(folder)
+        if jobs.clip_path(job_file) is None:  # a test shot or multi-view: no strip they belong on
+            hide()
+            _state.update(animation=None, folder=str(folder))
+            return
+        result = results.read_result(Path(folder) / jobs.RESULT_FOLDER, verify_files=False)
+    except (jobs.JobError, results.ResultError) as exc:
+        SESSION.report("WARNING", f"no landmarks to show: {exc}")
+        return
+    info = job_file["blender"]
+    show(result.animation, int(info.get("frame_offset", 0)), folder=str(folder))
+
+
+def shown_job(settings) -> str:
+    """The job whose landmarks belong on screen: the active take's, else the latest job's."""
+    takes = settings.takes
+    if len(takes) and 0 <= settings.active_take < len(takes):
+        return takes[settings.active_take].job_folder
+    return settings.last_job
+
+
 def refresh(context) -> None:
-    """Follow the scene's "Show landmarks" switch, loading the last job's landmarks when needed."""
+    """Follow the scene's "Show landmarks" switch and its active take (after a switch, or after
+    the .blend was opened), loading that take's landmarks when needed."""
     settings = context.scene.facecap
+    folder = shown_job(settings)
     if not settings.show_landmarks:
         hide()
-    elif _state["animation"] is None and settings.last_job:
-        from . import operators
-        operators.load_overlay(context, settings.last_job)
+    elif folder and _state["folder"] != folder:
+        load(folder)
     elif _state["animation"] is not None:
-        show(_state["animation"], _state["frame_offset"], _state["view"])
+        show(_state["animation"], _state["frame_offset"], _state["view"], _state["folder"])
     for window in context.window_manager.windows:
         for area in window.screen.areas:
             if area.type == "SEQUENCE_EDITOR":

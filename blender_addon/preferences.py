@@ -5,6 +5,8 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 
 from . import backend, compat
+from .state import SESSION, SETUP
+from .text import wrap
 
 PACKAGE = __package__
 
@@ -18,8 +20,9 @@ class FacecapPreferences(bpy.types.AddonPreferences):
                     "empty: auto-detect")
     jobs_folder: StringProperty(
         name="Jobs folder", subtype="DIR_PATH",
-        description="Where fit jobs and their results are kept; empty: 'facecap_jobs' next to the saved "
-                    ".blend file, else the user data folder")
+        description="Where fit jobs and their results are kept; empty: 'facecap_jobs' next to the .blend "
+                    "file when it was saved before the first fit, else the user data folder (a scene keeps "
+                    "the folder of its first fit)")
     head_model: EnumProperty(
         name="Head model", default="OPEN",
         items=[("OPEN", "Open head", "The embedded open head (MakeHuman CC0), ARKit expression channels"),
@@ -28,35 +31,39 @@ class FacecapPreferences(bpy.types.AddonPreferences):
                                description="FLAME model: generic_model.pkl, flame2023.pkl, ...")
     landmark_model: EnumProperty(
         name="Landmarks", default="WHOLE_HEAD",
-        items=[("WHOLE_HEAD", "Whole head", "MediaPipe's face mesh for the face plus the dense network's ears, "
-                                            "neck and back of head (the default)"),
-               ("BOOTSTRAP", "Bootstrap", "MediaPipe's 468-point face mesh alone, mapped onto the head"),
-               ("DENSE", "Dense", "The dense landmark network alone: 320 whole-head landmarks with "
-                                  "uncertainties, trained on synthetic renders")])
+        items=[("WHOLE_HEAD", "MediaPipe face + whole head (default)",
+                "MediaPipe's face points plus the project's network for ears, neck and back of the head"),
+               ("BOOTSTRAP", "MediaPipe face only", "MediaPipe's 468 face points alone (no ears or back of head)"),
+               ("DENSE", "Whole-head network only", "The project's 320-point whole-head network alone, trained "
+                                                   "on rendered heads (experimental)")])
     device: EnumProperty(name="Device", default="CPU",
                          items=[("CPU", "CPU", "Run the networks on the CPU"),
                                 ("GPU", "GPU", "Run the networks on a CUDA GPU when the backend has one")])
 
     def draw(self, context):
-        from . import operators
         layout = self.layout
         col = layout.column()
         col.prop(self, "backend_python")
+        task = SETUP.task
         try:
             python = backend.find_backend_python(bpy.path.abspath(self.backend_python))
-            col.label(text=f"Backend: {python}", icon="CHECKMARK")
         except backend.BackendError as exc:
-            col.label(text=str(exc), icon="ERROR")
-        task = operators.SETUP.task
+            python = None
+            for n, line in enumerate(wrap(str(exc).replace(" in the add-on preferences", ""), 90)):
+                col.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
+        if python is not None:
+            answered = SESSION.hello is not None and SESSION.backend_python == python
+            col.label(text=f"Backend ready: {python}" if answered else f"Backend found, not checked yet: {python}",
+                      icon="CHECKMARK" if answered else "QUESTION")
         row = col.row()
         row.enabled = task is None or task.status != "running"
         row.operator("facecap.setup_backend", icon="CONSOLE")
+        row.operator("facecap.check_backend", icon="PLUGIN")
         if task is not None:
             box = col.box()
-            box.label(text=f"Set-up: {task.stage} ({100 * task.fraction:.0f}%)" if task.status == "running"
-                      else task.message, icon="ERROR" if task.status == "failed" else "INFO")
-            if task.status == "running" and task.last_line:
-                box.label(text=task.last_line[-120:])
+            text = (f"{task.stage} ({100 * task.fraction:.0f}%)" if task.status == "running" else task.message)
+            for n, line in enumerate(wrap(text, 90)):
+                box.label(text=line, icon=("ERROR" if task.status == "failed" else "INFO") if n == 0 else "BLANK1")
         col.separator()
         col.prop(self, "head_model")
         if self.head_model == "FLAME":
@@ -72,9 +79,14 @@ def get(context=None):
 
 
 def jobs_root(context) -> Path:
+    """The preferences' jobs folder; else the one this scene's first fit used (it does not move
+    when the .blend is saved later); else 'facecap_jobs' next to the saved .blend or the user
+    data folder."""
     prefs = get(context)
     if prefs is not None and prefs.jobs_folder:
         return Path(bpy.path.abspath(prefs.jobs_folder))
+    if context.scene.facecap.jobs_folder:
+        return Path(context.scene.facecap.jobs_folder)
     if bpy.data.filepath:
         return Path(bpy.data.filepath).parent / "facecap_jobs"
     return backend.data_dir() / "jobs"

@@ -1,7 +1,10 @@
 """Sidebar panels ("Facecap" tab) in the Sequencer and the 3D View."""
+import time
+
 import bpy
 
-from . import backend, compat, preferences
+from . import backend, compat, preferences, text
+from .state import SESSION
 
 
 def _format_eta(seconds) -> str:
@@ -11,9 +14,23 @@ def _format_eta(seconds) -> str:
     return f", {seconds // 60}:{seconds % 60:02d} left" if seconds >= 60 else f", {seconds} s left"
 
 
+def _width(context) -> int:
+    """Characters that fit on one line of the panel."""
+    region = context.region
+    return text.chars_that_fit(region.width if region else 300, context.preferences.system.ui_scale)
+
+
+def _lines(layout, message: str, width: int, icon: str, limit: int = 6) -> None:
+    lines = text.wrap(message, width)
+    if len(lines) > limit:
+        lines = lines[:limit - 1] + [lines[limit - 1][:max(1, width - 1)] + "…"]
+    for n, line in enumerate(lines):
+        layout.label(text=line, icon=icon if n == 0 else "BLANK1")
+
+
 def draw_fit(layout, context) -> None:
-    from .operators import SESSION
     settings = context.scene.facecap
+    width = _width(context)
     job = SESSION.active_job()
     row = layout.row(align=True)
     row.scale_y = 1.6
@@ -24,32 +41,45 @@ def draw_fit(layout, context) -> None:
     latest = SESSION.latest_job()
     if job is not None:
         box = layout.box()
-        box.label(text=f"{job.take}: {job.stage}", icon="TIME")
-        box.label(text=f"{100 * job.fraction:.0f}%{_format_eta(job.eta_s)}")
+        _lines(box, f"{job.take}: {job.stage}", width - 3, "TIME", limit=2)
+        shown, left = job.estimate(SESSION.rates)
+        elapsed = int(time.monotonic() - job.started)  # moves every second, whatever the backend says
+        box.label(text=f"{100 * shown:.0f}%{_format_eta(left)} (running {elapsed // 60}:{elapsed % 60:02d})")
     elif latest is not None and latest.status in ("failed", "cancelled"):
         box = layout.box()
         box.alert = latest.status == "failed"
-        icon = "ERROR" if latest.status == "failed" else "INFO"
-        for n, line in enumerate(_wrap(f"{latest.take}: {latest.message}", 48)[:6]):
-            box.label(text=line, icon=icon if n == 0 else "BLANK1")
+        _lines(box, f"{latest.take}: {latest.message}", width - 3,
+               "ERROR" if latest.status == "failed" else "INFO")
     elif latest is not None and latest.status == "done":
-        layout.label(text=f"{latest.take}: {latest.message}" + (", imported" if latest.imported else ""),
-                     icon="CHECKMARK")
+        _lines(layout, f"{latest.take}: {latest.message}" + (", imported" if latest.imported else ""), width,
+               "CHECKMARK", limit=2)
+    layout.operator("facecap.view_take", icon="VIEW_CAMERA")
+    layout.prop(settings, "show_landmarks")
+    draw_takes(layout, context)
     row = layout.row(align=True)
-    row.operator("facecap.import_result", icon="IMPORT")
-    row.operator("facecap.reimport", icon="FILE_FOLDER")
-    layout.prop(settings, "auto_import")
+    row.prop(settings, "auto_import")
+    row.operator("wm.url_open", text="", icon="HELP").url = text.help_url(backend.backend_sources())
 
 
-def _wrap(text: str, width: int) -> list:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return lines + ([line] if line else [])
+class FACECAP_UL_takes(bpy.types.UIList):
+    """The take list: name and frames; a click shows the take."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.label(text=item.name, icon="ACTION")
+        row.label(text=f"{item.frame_start}-{item.frame_end}")
+
+
+def draw_takes(layout, context) -> None:
+    settings = context.scene.facecap
+    if not len(settings.takes):
+        return
+    row = layout.row()
+    row.template_list("FACECAP_UL_takes", "", settings, "takes", settings, "active_take", rows=2)
+    col = row.column(align=True)
+    col.operator("facecap.take_reimport", text="", icon="FILE_REFRESH")
+    col.operator("facecap.export_fbx", text="", icon="EXPORT")
+    col.operator("facecap.take_delete", text="", icon="TRASH")
 
 
 def draw_source(layout, context) -> None:
@@ -85,6 +115,7 @@ def draw_source(layout, context) -> None:
             row.prop(settings, "frame_end")
     layout.prop(settings, "quality", expand=True)
     layout.prop(settings, "take")
+    layout.prop(settings, "reuse_rig")
 
 
 def draw_backend_status(layout, context) -> None:
@@ -94,8 +125,7 @@ def draw_backend_status(layout, context) -> None:
     except backend.BackendError as exc:
         box = layout.box()
         box.alert = True
-        for n, line in enumerate(_wrap(str(exc), 48)):
-            box.label(text=line, icon="ERROR" if n == 0 else "BLANK1")
+        _lines(box, str(exc), _width(context) - 3, "ERROR")
         box.operator("facecap.setup_backend", icon="CONSOLE")
     if prefs is not None:
         layout.label(text="Head: " + ("open head" if prefs.head_model == "OPEN"
@@ -111,7 +141,6 @@ def draw_output(layout, context) -> None:
     row = layout.row(align=True)
     row.prop(settings, "fbx_preset", text="")
     row.operator("facecap.export_fbx", icon="EXPORT").preset = settings.fbx_preset
-    layout.prop(settings, "show_landmarks")
 
 
 class _Sidebar:
@@ -156,4 +185,4 @@ def _panels(space: str, prefix: str) -> list:
     return [Main, Source, Output]
 
 
-classes = tuple(_panels("SEQUENCE_EDITOR", "sequencer") + _panels("VIEW_3D", "view3d"))
+classes = (FACECAP_UL_takes,) + tuple(_panels("SEQUENCE_EDITOR", "sequencer") + _panels("VIEW_3D", "view3d"))

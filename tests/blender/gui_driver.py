@@ -17,6 +17,7 @@ import bpy
 
 STATUS = Path(os.environ["FACECAP_GUI_STATUS"])
 QUIT = Path(os.environ["FACECAP_GUI_QUIT"])
+SECOND = Path(os.environ["FACECAP_GUI_QUIT"] + ".second")   # the harness asks for a second take
 state = {"panel_draws": 0, "started": time.time()}
 
 
@@ -74,14 +75,12 @@ def layout_window():
 
 
 def look_through_fitted_camera(view3d) -> None:
-    """Show the imported head in the 3D View through the fitted camera, mid-take."""
+    """What the panel's "View over Footage" does, in the 3D View, mid-take."""
+    from facecap import operators
     scene = bpy.context.scene
-    camera = bpy.data.objects["Facecap Camera"]
-    space = view3d.spaces.active
-    space.use_local_camera = True
-    space.camera = camera
-    space.region_3d.view_perspective = "CAMERA"
-    space.shading.type = "SOLID"
+    window = bpy.context.window_manager.windows[0]
+    with bpy.context.temp_override(window=window, area=view3d):
+        operators.view_through_scene_camera(bpy.context)
     scene.frame_set(scene.frame_start + 3)
     state["viewing"] = True
 
@@ -100,15 +99,23 @@ def report_once() -> float | None:
     job = operators.SESSION.latest_job()
     if job is not None and job.imported and "viewing" not in state:
         look_through_fitted_camera(view3d)
-    rig = bpy.data.objects.get("Facecap Rig")
+    rig = bpy.data.objects.get("gui_take Rig")
     keyed = {}
     if rig is not None and rig.animation_data and rig.animation_data.action:
-        mesh = bpy.data.objects["Facecap Head"]
+        mesh = bpy.data.objects["gui_take Head"]
         key_action = mesh.data.shape_keys.animation_data.action
         keyed = {"bone_curves": len(rig.animation_data.action.fcurves),
                  "shape_curves": len(key_action.fcurves),
                  "keys_per_curve": len(key_action.fcurves[0].keyframe_points),
                  "action": key_action.name}
+    scene = bpy.context.scene
+    camera = scene.camera
+    backgrounds = [b.clip.filepath for b in camera.data.background_images if b.clip] if camera else []
+    ready = {"camera": camera.name if camera else None, "backgrounds": backgrounds,
+             "shows_backgrounds": bool(camera and camera.data.show_background_images),
+             "resolution": [scene.render.resolution_x, scene.render.resolution_y],
+             "frames": [scene.frame_start, scene.frame_end],
+             "takes": [t.name for t in scene.facecap.takes]}
     write_status(
         blender=bpy.app.version_string, window=[window.x, window.y, window.width, window.height],
         sidebar=[sidebar.x, sidebar.y, sidebar.width, sidebar.height] if sidebar else None,
@@ -116,11 +123,17 @@ def report_once() -> float | None:
         since_panel_drawn_s=time.time() - state.get("panel_drawn_at", 0.0),
         job=None if job is None else {"status": job.status, "stage": job.stage, "message": job.message,
                                       "imported": job.imported},
-        keyed=keyed, viewing="viewing" in state, log=[m for _, m in operators.SESSION.log][-5:],
+        keyed=keyed, ready=ready, viewing="viewing" in state, log=[m for _, m in operators.SESSION.log][-5:],
         elapsed_s=time.time() - state["started"])
     if QUIT.exists():
         bpy.ops.wm.quit_blender()
         return None
+    if SECOND.exists() and "second" not in state:
+        state["second"] = True  # another actor: a test shot with its own identity, as a second take
+        settings = bpy.context.scene.facecap
+        settings.source, settings.synthetic_frames, settings.synthetic_seed = "SYNTHETIC", 6, 7
+        settings.take = "second_actor"
+        bpy.ops.facecap.fit()
     area.tag_redraw()
     view3d.tag_redraw()
     return 0.2

@@ -65,6 +65,10 @@ def test_fbx_round_trip_keeps_shape_key_and_bone_curves(addon, fitted_job, tmp_p
     meshes = [o for o in bpy.data.objects if o.type == "MESH"]
     armatures = [o for o in bpy.data.objects if o.type == "ARMATURE"]
     assert len(meshes) == 1 and len(armatures) == 1
+    action = armatures[0].animation_data.action
+    assert action.name.endswith("|talk")  # the FBX take is named after the take, not "Scene"
+    assert tuple(action.frame_range) == (report.frame_start, report.frame_end)  # the strip's frames
+    assert bpy.context.scene.name == "Scene"
     names_back, shapes_back = shape_values(meshes[0], frames)
     assert names_back == names
     assert np.abs(shapes_back - shapes).max() < 1e-4

@@ -1,7 +1,8 @@
 """GUI smoke test in Debian's Blender 3.4 under Xvfb: the legacy zip is installed, the
 Facecap panel draws in the Sequencer's sidebar, a real mouse click on Fit runs a video job
 (a movie strip of a rendered actor) through the backend to completion, the rig is keyed,
-and a screenshot is kept (preview with the landmark overlay, the rig through the fitted camera).
+and a screenshot is kept (preview with the landmark overlay, the take list, and the head over the
+footage through the fitted camera, as the panel's "View over Footage" shows it).
 
 The set-up installs ``blender xvfb xdotool imagemagick`` with apt when they are missing and
 apt is usable (root); otherwise the test is skipped with the reason.
@@ -143,6 +144,17 @@ def test_click_fit_in_blender_34_gui(display, backend_python, sample_clip, tmp_p
         assert done["keyed"] == {"bone_curves": 6 * 4 + 3, "shape_curves": 52, "keys_per_curve": 8,
                                  "action": "gui_take shapes"}
         assert screenshot.stat().st_size > 10_000
+        ready = done["ready"]  # the take is ready to judge without any manual set-up
+        assert ready["camera"] == "gui_take Camera" and ready["shows_backgrounds"]
+        assert ready["backgrounds"] == [str(sample_clip)]
+        assert ready["frames"] == [1, 8] and ready["takes"] == ["gui_take"]
+        # A second actor's take next to the first: the take list holds both.
+        (tmp_path / "quit.second").touch()
+        both = wait_for(status, lambda s: len(s.get("ready", {}).get("takes", [])) == 2, 120, blender)
+        assert both["ready"]["takes"] == ["gui_take", "second_actor"], both
+        time.sleep(1.5)
+        subprocess.run(["import", "-window", "root", str(ARTIFACTS / "blender34_gui_two_takes.png")], env=env,
+                       check=True, capture_output=True)
     finally:
         quit_flag.touch()
         try:

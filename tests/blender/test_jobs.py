@@ -33,7 +33,7 @@ def test_fit_a_movie_strip_imports_the_take_where_the_strip_is(addon, sample_cli
     assert job.status == "done", job.message
     assert job.request["source"] == {"kind": "video", "paths": [str(sample_clip)], "frame_start": 5, "frame_end": 14}
     assert job.imported, operators.SESSION.log
-    mesh = bpy.data.objects["Facecap Head"]
+    mesh = bpy.data.objects["actor Head"]  # objects are named after the take that made the rig
     key = mesh.data.shape_keys
     action = key.animation_data.action
     # The take is named after the strip; before slotted actions (4.4) each data-block has its own.

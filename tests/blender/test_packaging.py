@@ -107,4 +107,4 @@ def test_the_zip_installs_enables_and_fits(built, kind, tmp_path, backend_python
     assert result["sources"].startswith(str(tmp_path / "user")) and result["sources"].endswith("backend")
     assert result["panel"]
     assert result["status"] == "done", result["message"]
-    assert result["imported"] and {"Facecap Rig", "Facecap Head", "Facecap Camera"} <= set(result["objects"])
+    assert result["imported"] and {f"{kind} Rig", f"{kind} Head", f"{kind} Camera"} <= set(result["objects"])

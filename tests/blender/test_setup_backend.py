@@ -25,7 +25,7 @@ def test_a_failing_install_is_reported_readably(addon, tmp_path):
     assert task.status == "failed"
     assert task.message.startswith("installing packages failed (exit status 1)")
     assert "facecap-no-such-package" in task.message
-    assert {"1/4 creating the environment", "2/4 installing packages"} <= stages
+    assert {"Step 1 of 4: creating the environment", "Step 2 of 4: installing packages"} <= stages
     assert task.python.is_file()  # the environment itself was made
     assert ("ERROR", task.message) in operators.SESSION.log
     operators.SETUP.task = None
