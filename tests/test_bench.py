@@ -131,6 +131,10 @@ def test_torch_energy_equals_shot_energy_on_the_open_head():
     layout = Layout.for_problem(model, shot.cameras)
     start, _ = initial_parameters(model, points, shot.observations, shot.cameras)
     x = 0.1 * np.random.default_rng(3).normal(size=flat.flat_size(layout, 3))
+    # inside the ARKit bounds, where Layout.apply's projection leaves the step as it is
+    steps = x[: 3 * layout.frame_size].reshape(3, layout.frame_size)
+    steps[:, layout.expression_slice] = np.clip(start.expression + np.abs(steps[:, layout.expression_slice]),
+                                                0.0, 1.0) - start.expression
     expected = energy.evaluate(flat.parameters_at(start, layout, x), layout, False).energy
     assert float(TorchShotEnergy(energy, layout, start).energy(torch.as_tensor(x))) == pytest.approx(expected, rel=1e-6)
 

@@ -56,6 +56,7 @@ class TorchShotEnergy:
             raise ValueError("the torch energy covers whole shots, not restricted real-time energies")
         rig = energy.rig
         self.settings = energy.settings
+        self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
         self.layout = layout
         self.num_frames = start.num_frames
         # Point rig (numpy arrays of ShotEnergy, as float64 tensors).
@@ -188,7 +189,10 @@ class TorchShotEnergy:
             score = self.prior_log_weights - 0.5 * torch.sum(z * z, 1) - torch.sum(torch.log(self.prior_stds), 1)
             component = int(torch.argmax(score))
         residuals["identity"] = np.sqrt(s.identity_weight) * z[component]
-        residuals["expression"] = np.sqrt(s.expression_weight) * p["expression"].reshape(-1)
+        pairs = torch.as_tensor(self.opposing_pairs)
+        opposing = np.sqrt(s.opposing_weight) * p["expression"][:, pairs[:, 0]] * p["expression"][:, pairs[:, 1]]
+        residuals["expression"] = torch.cat([np.sqrt(s.expression_weight) * p["expression"].reshape(-1),
+                                             opposing.reshape(-1)])
         residuals["joints"] = np.sqrt(s.joint_weight) * p["rotations"][:, 1:].reshape(-1)
         return residuals
 

@@ -16,9 +16,6 @@ image, then tied to the front-most triangle under it (triangle + barycentric wei
   chin, evenly spaced;
 - brows (17-26): on the brow ridge, placed relative to the eye corners with the
   proportions of the mean iBUG face (a bald head has no hair to follow).
-
-Then the eye corners are moved where annotators put them
-(:data:`ANNOTATOR_OFFSETS`, measured by ``python -m fitter_backend.evaluation semantic``).
 """
 from __future__ import annotations
 
@@ -46,15 +43,6 @@ LOWER_LIP_AT = (0.66, 0.30)
 INNER_LIP_AT = 0.31        # 61/63 and 65/67, fractions of the opening's half-width
 
 SKIN, EYE_LEFT, EYE_RIGHT = 0, 1, 2
-#: Where annotators put the eye corners relative to the construction above, in outer-eye-corner
-#: distances in the front view (x to the subject's left, y up): the mean offset over the 10
-#: near-frontal annotated faces (300-W, 300-VW, WFLW; docs/landmark_models.md, section 3c),
-#: symmetrised. Annotators mark the corners at the canthi, wider than where the eyeball shows
-#: (inner 3.3 %, outer 1.5 %). The nose's and the chin's offsets were not adopted: moving
-#: them made the fitted NME worse, so they are fit bias, not definition.
-ANNOTATOR_OFFSETS = {
-    "ibug_36": (-0.015, -0.02), "ibug_39": (0.033, 0.0), "ibug_42": (-0.033, 0.0), "ibug_45": (0.015, -0.02),
-}
 
 
 class _Scene:
@@ -319,11 +307,6 @@ def place_semantic_points(template: np.ndarray, triangles: np.ndarray, parts: di
 
     lip_row = scene.pixel(template[triangles[points["ibug_62"][0]]].T[:2] @ points["ibug_62"][1])[0]
     pixels.update(_nose_pixels(scene, eye_row, lip_row, eye_width_m))
-    outer_eye_distance_m = float(np.linalg.norm(corners[3] - corners[0]))
-    for name, (dx, dy) in ANNOTATOR_OFFSETS.items():
-        row, col = pixels[name]
-        pixels[name] = (row - int(round(dy * outer_eye_distance_m / PIXEL_M)),
-                        col + int(round(dx * outer_eye_distance_m / PIXEL_M)))
     points.update({name: scene.point(pixel, name) for name, pixel in pixels.items()})
     face_only = _Scene(template, triangles, triangle_part, bounds, keep=face)
     points.update(_jaw_points(face_only, eye_row))
