@@ -65,11 +65,13 @@ def _setup(args: argparse.Namespace) -> int:
     from fitter_backend.head_models.loading import load_head_model
     from fitter_backend.landmarks import load_landmarker
     from fitter_backend.landmarks.embedding import landmark_embedding
-    landmarker = load_landmarker(DEFAULT_LANDMARKS, progress=progress)
+    # Every landmark model the protocol and the add-on offer (the dense network carries its own).
+    landmarkers = {name: load_landmarker(name, progress=progress) for name in (DEFAULT_LANDMARKS, BOOTSTRAP_LANDMARKS)}
     for spec in ("open", *getattr(args, "head", [])):
         model = load_head_model(spec)
-        points = landmark_embedding(model, landmarker, progress=progress)
-        print(f"landmark embedding: {DEFAULT_LANDMARKS} on {model.name} ({len(points.names)} points)")
+        for name, landmarker in landmarkers.items():
+            points = landmark_embedding(model, landmarker, progress=progress)
+            print(f"landmark embedding: {name} on {model.name} ({len(points.names)} points)")
     return 0
 
 
