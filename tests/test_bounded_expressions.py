@@ -10,7 +10,7 @@ from fitter_backend.fitting import sequence, synthetic
 from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.normal_equations import NormalEquations, solve
 from fitter_backend.fitting.problem import FitSettings, Layout
-from tests.test_fitting import ALL_OFF, numeric_gradient, toy_problem
+from tests.test_fitting import ALL_OFF, dense_system, numeric_gradient, toy_problem
 
 ARKIT_TOY_NAMES = ("eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "expr4")
 
@@ -53,15 +53,7 @@ def test_fixed_columns_take_their_prescribed_step_and_the_rest_solves_given_it()
     delta_frames, delta_shared = solve(equations, np.arange(p), np.arange(q), 0.0, fixed, prescribed)
     assert np.all(delta_frames[fixed] == prescribed[fixed])
     # Dense reference over the free unknowns only.
-    dense = np.zeros((n * p + q, n * p + q))
-    for i in range(n):
-        dense[i * p:(i + 1) * p, i * p:(i + 1) * p] = equations.frame_frame[i]
-        dense[n * p:, i * p:(i + 1) * p] = equations.frame_shared[i].T
-        if i < n - 1:
-            dense[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = equations.frame_next[i]
-    dense[n * p:, n * p:] = equations.shared_shared
-    dense = np.tril(dense) + np.tril(dense, -1).T
-    gradient = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+    dense, gradient = dense_system(equations, n, p, q)
     free = np.concatenate([~fixed.ravel(), np.ones(q, bool)])
     step_fixed = np.concatenate([prescribed.ravel(), np.zeros(q)])[~free]
     expected = -np.linalg.solve(dense[np.ix_(free, free)], gradient[free] + dense[np.ix_(free, ~free)] @ step_fixed)

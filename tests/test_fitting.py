@@ -74,6 +74,19 @@ def with_lips_in_a_hull(energy, params):
     return energy
 
 
+def dense_system(equations, n: int, p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """The block normal equations as one dense symmetric (n p + q)^2 matrix and its gradient."""
+    dense = np.zeros((n * p + q, n * p + q))
+    for i in range(n):
+        dense[i * p:(i + 1) * p, i * p:(i + 1) * p] = equations.frame_frame[i]
+        dense[n * p:, i * p:(i + 1) * p] = equations.frame_shared[i].T
+        if i < n - 1:
+            dense[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = equations.frame_next[i]
+    dense[n * p:, n * p:] = equations.shared_shared
+    dense = np.tril(dense) + np.tril(dense, -1).T
+    return dense, np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+
+
 @pytest.mark.parametrize("term, weights", [
     ("landmarks", {}),
     ("identity", {"identity_weight": 1.5}),
@@ -139,15 +152,7 @@ def test_structured_solve_equals_dense_solve():
     equations.add_pair_rows(pair, rng.normal(size=(n - 1, 5)), rng.normal(size=(n - 1, 5, p)),
                             rng.normal(size=(n - 1, 5, p)), rng.normal(size=(n - 1, 5, q)))
     equations.add_shared_rows(rng.normal(size=q), np.eye(q))
-    dense = np.zeros((n * p + q, n * p + q))
-    for i in range(n):
-        dense[i * p:(i + 1) * p, i * p:(i + 1) * p] = equations.frame_frame[i]
-        dense[n * p:, i * p:(i + 1) * p] = equations.frame_shared[i].T
-        if i < n - 1:
-            dense[(i + 1) * p:(i + 2) * p, i * p:(i + 1) * p] = equations.frame_next[i]
-    dense[n * p:, n * p:] = equations.shared_shared
-    dense = np.tril(dense) + np.tril(dense, -1).T
-    gradient = np.concatenate([equations.frame_gradient.ravel(), equations.shared_gradient])
+    dense, gradient = dense_system(equations, n, p, q)
     damping = 0.01
     damped = dense + damping * np.diag(np.diag(dense))
     expected = -np.linalg.solve(damped, gradient)
