@@ -67,7 +67,8 @@ class FacecapSettings(bpy.types.PropertyGroup):
         name="Quality", default="offline",
         items=[("offline", "Offline", "All frames at once: best quality"),
                ("realtime", "Real-time", "Frame by frame, identity from the first frames: fast")])
-    synthetic_frames: IntProperty(name="Frames", default=50, min=2, max=5000)
+    # max: the backend protocol's MAX_SYNTHETIC_FRAMES (a test keeps them equal)
+    synthetic_frames: IntProperty(name="Frames", default=50, min=2, max=1000)
     synthetic_seed: IntProperty(name="Seed", default=1, min=0)
     take: StringProperty(name="Take", description="Name of the take (action); empty: from the strip or 'take'")
     auto_import: BoolProperty(name="Import when done", default=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS
+from fitter_backend.landmarks.names import BOOTSTRAP_LANDMARKS
 from fitter_backend.models.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.roi.detector import FaceDetector

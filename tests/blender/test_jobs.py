@@ -182,6 +182,9 @@ def test_the_backend_validates_requests_from_the_addon_side_too(addon):
     with pytest.raises(proto.ProtocolError, match=rf"fit\.source\.frames: 1 is outside \[2, {proto.MAX_SYNTHETIC_FRAMES}\]"):
         proto.parse_request({"protocol": 1, "type": "fit", "job": "a", "head": "open", "mode": "offline",
                              "out": "/tmp/x", "source": {"kind": "synthetic", "frames": 1, "seed": 0}})
+    import bpy
+    frames = bpy.context.scene.facecap.bl_rna.properties["synthetic_frames"]
+    assert (frames.hard_min, frames.hard_max) == (2, proto.MAX_SYNTHETIC_FRAMES)  # the panel offers what is accepted
     assert "numpy" not in vars(proto)  # the shared protocol module is standard library only
     assert os.path.samefile(proto.__file__, h.ROOT / "fitter_backend" / "server" / "protocol.py")
 
