@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.problem import Parameters
 
 #: Subject's right eye (image left) and left eye: corners (outer, inner), upper lid, lower lid.
 EYES = {"right": {"corners": (36, 39), "upper": (37, 38), "lower": (41, 40)},
@@ -123,6 +124,11 @@ class FittedShot:
 
     def weight(self, name: str) -> np.ndarray:
         return self.expression[:, self.expression_names.index(name)]
+
+    @property
+    def params(self) -> Parameters:
+        """The fitted unknowns as the fitter's own type."""
+        return Parameters(self.identity, self.expression, self.rotations, self.translation_m, self.cameras)
 
     def landmark_ibug(self) -> np.ndarray:
         """(T, 68, 2) the landmark model's iBUG counterparts."""

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.fitting.cameras import Cameras, project
+from fitter_backend.evaluation.capture_measures import correlation, load_fitted_shot
+from fitter_backend.evaluation.label_translation import label_points_px
+from fitter_backend.fitting.cameras import project
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 
@@ -38,64 +40,43 @@ def _frames(spec: str) -> list[int]:
     return out
 
 
-def fitted_ibug_px(model: HeadModel, fit: dict) -> np.ndarray:
-    """(N, 68, 2) the fitted head's iBUG points projected into camera 0."""
-    vertices = posed_vertices(model, fit["identity"], fit["expression"], fit["joint_rotations"], fit["translation_m"])
-    points = model.semantic_points
-    names = [f"ibug_{k:02d}" for k in range(68)]
-    index = np.array([points.names.index(name) for name in names])
-    ibug = surface_points(vertices, model.triangles, points)[:, index]
-    cameras = Cameras.create(fit["image_size_px"], fit["focal_px"], fit["camera_rotation"], fit["camera_translation_m"])
-    return project(ibug, cameras, 0, derivatives=False).pixels
-
-
 def jitter_px(points_px: np.ndarray) -> float:
     """RMS over frames and points of the second difference x[i+1] - 2 x[i] + x[i-1] (pixels)."""
     second = points_px[2:] - 2 * points_px[1:-1] + points_px[:-2]
     return float(np.sqrt(np.nanmean(np.sum(second ** 2, axis=-1))))
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    keep = np.isfinite(a) & np.isfinite(b)
-    return float(np.corrcoef(a[keep], b[keep])[0, 1]) if keep.sum() > 2 and np.std(a[keep]) > 0 else float("nan")
-
-
 def fit_figures(folder: Path, model: HeadModel, blink_frames: list[int], open_mouth_frames: list[int]) -> dict:
-    with np.load(folder / "fit.npz", allow_pickle=False) as data:
-        fit = {k: data[k] for k in data.files}
-    with np.load(folder / "landmarks.npz", allow_pickle=False) as data:
-        mu = data["mu_px"][:, 0].astype(np.float64)
-        semantic = dict(zip(data["semantic_names"].tolist(), data["semantic_indices"].tolist()))
-    report = json.loads((folder / "report.json").read_text())["fit"]
-    names = list(fit["expression_names"])
-    weights = fit["expression"][:, model.expression_bounded]
-    observed = mu[:, [semantic[f"ibug_{k:02d}"] for k in range(68)]]
-    fitted = fitted_ibug_px(model, fit)
+    shot = load_fitted_shot(folder)
+    report = shot.report["fit"]
+    weights = shot.expression[:, model.expression_bounded]
+    observed = shot.landmark_ibug()
+    fitted = label_points_px(model, shot.params)
     observed_gap = observed[:, 66, 1] - observed[:, 62, 1]
     fitted_gap = fitted[:, 66, 1] - fitted[:, 62, 1]
-    jaw_open = fit["expression"][:, names.index("jawOpen")]
-    jaw_angle = fit["joint_rotations"][:, model.joint_index("jaw"), 0]
+    jaw_open = shot.weight("jawOpen")
+    jaw_angle = shot.rotations[:, model.joint_index("jaw"), 0]
     # The jaw bone opens the mouth by a positive or negative X rotation depending on the rig:
     # its sign is read from the correlation, its share from a least-squares fit of the gap.
     opening = np.stack([jaw_open, jaw_angle, np.ones_like(jaw_open)], axis=1)
     keep = np.isfinite(observed_gap)
     coefficients = np.linalg.lstsq(opening[keep], observed_gap[keep], rcond=None)[0]
     open_frames = np.flatnonzero(observed_gap > np.nanpercentile(observed_gap, 90))
-    blink = [names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")]
+    blink = [shot.weight("eyeBlinkLeft"), shot.weight("eyeBlinkRight")]
     return {
         "frames": int(len(jaw_open)),
         "energy_initial": report.get("energy_initial"), "energy_final": report.get("energy_final"),
         "median_frame_rms": report.get("median_frame_rms"),
-        "focal_px": float(fit["focal_px"][0]),
+        "focal_px": float(shot.cameras.focal_px[0]),
         "arkit_outside_0_1": float(np.mean((weights < 0) | (weights > 1))),
         "arkit_min": float(weights.min()), "arkit_max": float(weights.max()),
-        "r_jawOpen_gap": _correlation(jaw_open, observed_gap),
-        "r_jaw_bone_gap": _correlation(jaw_angle, observed_gap),
-        "r_jaw_combined_gap": _correlation(opening[:, :2] @ coefficients[:2], observed_gap),
-        "r_fitted_gap": _correlation(fitted_gap, observed_gap),
+        "r_jawOpen_gap": correlation(jaw_open, observed_gap),
+        "r_jaw_bone_gap": correlation(jaw_angle, observed_gap),
+        "r_jaw_combined_gap": correlation(opening[:, :2] @ coefficients[:2], observed_gap),
+        "r_fitted_gap": correlation(fitted_gap, observed_gap),
         "open_frames_gap_ratio": float(np.median(fitted_gap[open_frames] / observed_gap[open_frames])),
         "jitter_fit_px": jitter_px(fitted), "jitter_landmarks_px": jitter_px(observed),
-        "eyeBlink_at": {int(i): [round(float(fit["expression"][i, b]), 3) for b in blink]
+        "eyeBlink_at": {int(i): [round(float(b[i]), 3) for b in blink]
                         for i in blink_frames if i < len(jaw_open)},
         "jawOpen_at": {int(i): [round(float(jaw_open[i]), 3), round(float(jaw_angle[i]), 3),
                                 round(float(fitted_gap[i]), 1), round(float(observed_gap[i]), 1)]
@@ -115,14 +96,13 @@ def residual_by_region(folder: Path, model: HeadModel, landmark_model: str) -> d
 
     landmarker = load_landmarker(landmark_model, progress=lambda m: None)
     points = landmark_embedding(model, landmarker, progress=lambda m: None)
-    with np.load(folder / "fit.npz", allow_pickle=False) as data:
-        fit = {k: data[k] for k in data.files}
+    shot = load_fitted_shot(folder)
     with np.load(folder / "landmarks.npz", allow_pickle=False) as data:
-        mu, sigma = data["mu_px"][:, 0].astype(np.float64), data["sigma_px"][:, 0].astype(np.float64)
+        sigma = data["sigma_px"][:, 0].astype(np.float64)
         roi = data["roi_size_px"][:, 0].astype(np.float64)
-    vertices = posed_vertices(model, fit["identity"], fit["expression"], fit["joint_rotations"], fit["translation_m"])
-    cameras = Cameras.create(fit["image_size_px"], fit["focal_px"], fit["camera_rotation"], fit["camera_translation_m"])
-    fitted = project(surface_points(vertices, model.triangles, points), cameras, 0, derivatives=False).pixels
+    mu = shot.mu_px
+    vertices = posed_vertices(model, shot.identity, shot.expression, shot.rotations, shot.translation_m)
+    fitted = project(surface_points(vertices, model.triangles, points), shot.cameras, 0, derivatives=False).pixels
     residual = (fitted - mu) / roi[:, None, None]
     bias = np.nanmean(residual, axis=0)
     regions = {k: v for k, v in json.loads((data_dir() / "models" / "mediapipe_regions.json").read_text()).items()
