@@ -92,3 +92,19 @@ def test_regions_are_parsed_never_executed(tmp_path):
     assert not marker.exists()
     with pytest.raises(ModelSetupError, match="lacks"):
         mediapipe_regions(source.replace("FACEMESH_NOSE", "FACEMESH_SNOUT"))
+
+
+def test_face_oval_sigma_is_widened_for_sliding_contour_points(models):
+    # The face-oval points slide along the silhouette with pose; at the photo-derived sigma they
+    # pulled the monocular focal and depth down (docs/landmark_models.md, "Sigma and scale").
+    from fitter_backend.model_setup.mediapipe_models import FACE_OVAL_SIGMA_FACTOR
+    model = LandmarkModel.load(models["face_mesh_468"])
+    sigma = model.metadata.sigma_roi_fraction
+    oval = sigma[list(model.metadata.regions["face_oval"])]
+    listed = {i for indices in model.metadata.regions.values() for i in indices}
+    unlisted = sigma[[i for i in range(model.num_landmarks) if i not in listed]]
+    assert FACE_OVAL_SIGMA_FACTOR > 1
+    assert unlisted.size and oval.size
+    assert oval.min() == pytest.approx(FACE_OVAL_SIGMA_FACTOR * unlisted.max())
+    others = [i for name, indices in model.metadata.regions.items() if name != "face_oval" for i in indices]
+    assert oval.min() > sigma[others].max()

@@ -50,14 +50,21 @@ IBUG68_FROM_MEDIAPIPE = (
 
 #: Measured sigma per region as a fraction of the ROI side: RMS error / sqrt(2) of the
 #: iBUG-68 counterparts on the 22 annotated fixture faces (``python -m
-#: fitter_backend.landmarks.calibrate``; docs/landmark_models.md). face_oval takes the jaw's
-#: value; irises take the eyes'; unlisted points (cheeks, forehead: no iBUG counterpart)
-#: take the face_oval value, the least certain measured region.
+#: fitter_backend.landmarks.calibrate``; docs/landmark_models.md). Irises take the eyes' value;
+#: unlisted points (cheeks, forehead: no iBUG counterpart) take the jaw's measured value.
+#: face_oval is that value x FACE_OVAL_SIGMA_FACTOR: its points lie on the silhouette and
+#: slide with pose, so no fixed surface point explains them; on rendered clips triangulated
+#: against the truth they sit 6-11 mm behind where set-up embeds them, and at the photo-derived
+#: sigma they pull the monocular focal and depth down (docs/landmark_models.md, "Sigma and scale").
+FACE_OVAL_SIGMA_FACTOR = 3.0
+_JAW_SIGMA = {"face_mesh_468": 0.059, "face_mesh_478": 0.049}
 SIGMA_ROI_FRACTION = {
-    "face_mesh_468": {"face_oval": 0.059, "nose": 0.0125, "eyebrows": 0.026, "eyes": 0.0178, "lips": 0.0137,
-                      "irises": 0.0178},
-    "face_mesh_478": {"face_oval": 0.049, "nose": 0.0113, "eyebrows": 0.0204, "eyes": 0.0113, "lips": 0.0122,
-                      "irises": 0.0113},
+    "face_mesh_468": {"face_oval": FACE_OVAL_SIGMA_FACTOR * _JAW_SIGMA["face_mesh_468"], "nose": 0.0125,
+                      "eyebrows": 0.026, "eyes": 0.0178, "lips": 0.0137, "irises": 0.0178,
+                      "unlisted": _JAW_SIGMA["face_mesh_468"]},
+    "face_mesh_478": {"face_oval": FACE_OVAL_SIGMA_FACTOR * _JAW_SIGMA["face_mesh_478"], "nose": 0.0113,
+                      "eyebrows": 0.0204, "eyes": 0.0113, "lips": 0.0122, "irises": 0.0113,
+                      "unlisted": _JAW_SIGMA["face_mesh_478"]},
 }
 
 #: The real-time affine ROI puts these anchors where they fall, on average, in MediaPipe's
@@ -197,7 +204,7 @@ def mesh_metadata(name: str, num_landmarks: int, io: dict, regions: dict[str, li
         "outputs": {"mu": {"name": io["mu"], "values_per_point": 3, "units": "input_px", "origin": "pixel_corner"},
                     "presence": {"name": io["presence"], "activation": "sigmoid"}},
         "presence_threshold": 0.5,
-        "sigma": {"source": "derived", "unit": "roi_fraction", "default": SIGMA_ROI_FRACTION[name]["face_oval"],
+        "sigma": {"source": "derived", "unit": "roi_fraction", "default": SIGMA_ROI_FRACTION[name]["unlisted"],
                   "per_region": {k: SIGMA_ROI_FRACTION[name][k] for k in regions}},
         "regions": regions,
         "semantic_points": {f"ibug_{k:02d}": v for k, v in enumerate(IBUG68_FROM_MEDIAPIPE)},
