@@ -67,10 +67,17 @@ def frame_flags(frame_rms: np.ndarray, present: np.ndarray, settings: FitSetting
 
 def identity_keyframes(present: np.ndarray, count: int) -> np.ndarray | None:
     """Frames (spread evenly over those with landmarks) on which identity and cameras are
-    solved first, or None when the shot is short enough to solve whole from the start."""
+    solved first, without E_temporal; every observed frame when the shot is short. None when
+    ``count`` is 0 (solve the whole shot with E_temporal from the start).
+
+    E_temporal penalises the projected landmarks' motion, true motion included; solved together
+    with identity and focal it buys less motion with a closer camera and a shorter focal
+    (rendered 60-frame clips, default landmarks: focal -27 to -40 %, -17 to -31 % without it)."""
     observed = np.flatnonzero(present.any(axis=(1, 2)))
-    if count <= 0 or len(observed) <= 1.5 * count:
+    if count <= 0 or len(observed) == 0:
         return None
+    if len(observed) <= 1.5 * count:
+        return observed
     return observed[np.unique(np.linspace(0, len(observed) - 1, count).round().astype(int))]
 
 
