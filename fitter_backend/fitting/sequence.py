@@ -118,7 +118,9 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     log = SolveLog()
     stages = stage_actives(layout, params.cameras)
     keyframes = identity_keyframes(energy.present, settings.identity_keyframes)
-    plan = ([("identity keyframes", None, 0)] if keyframes is not None else [])
+    # A short shot's "keyframes" are all its frames: that stage is its identity stage.
+    short = keyframes is not None and len(keyframes) == int(energy.present.any(axis=(1, 2)).sum())
+    plan = ([("identity" if short else "identity keyframes", None, 0)] if keyframes is not None else [])
     plan += [(name, active, iterations) for (name, active), iterations in zip(stages, settings.stage_iterations)]
     if keyframes is not None:
         # Identity and cameras come from the keyframes; all frames (PnP-started) then follow
