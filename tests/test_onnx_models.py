@@ -245,8 +245,13 @@ def test_tiny_resnet101_run_exports(tiny_data, tmp_path):
     pytest.importorskip("torch")
     from onnx_models.train import TrainConfig, train
 
+    from onnx_models.networks import Bottleneck
+    from onnx_models.train import load_checkpoint
+
     config = TrainConfig(arch="resnet101", size_px=32, epochs=1, batch=2, threads=2, max_steps=1, negatives=8)
     best = train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    net = load_checkpoint(best)[0]
+    assert sum(isinstance(m, Bottleneck) for m in net.modules()) == 3 + 4 + 23 + 3    # ResNet-101's blocks
     _export_and_load(best, tmp_path / "resnet101.onnx", tiny_data["val"])
 
 
