@@ -95,20 +95,21 @@ MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2
                        (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-class MobileNetV2Landmarks(nn.Module):
-    """MobileNetV2 backbone (width multiplier ``width``) with a landmark head.
-    ``last_channels`` is the final 1x1 convolution's width (1280 in the original)."""
+class InvertedResidualLandmarks(nn.Module):
+    """The layout MobileNetV2 and EfficientNet-Lite share: a stride-2 3x3 stem, inverted-residual
+    ``stages`` ((expansion, kernel, channels, repeats, first stride) each), a 1x1 convolution to
+    ``last_channels``, then the landmark head. ``eps``, ``tf_same``: see InvertedResidual."""
 
-    def __init__(self, num_landmarks: int, width: float = 1.0, last_channels: int = 1280):
+    def __init__(self, num_landmarks: int, stem_channels: int, stages: tuple, last_channels: int,
+                 eps: float = 1e-5, tf_same: bool = False):
         super().__init__()
-        channels = _divisible(32 * width)
-        layers = [_conv_bn(3, channels, 3, 2)]
-        for expand, cout, repeats, stride in MOBILENET_V2_STAGES:
-            cout = _divisible(cout * width)
+        channels = stem_channels
+        layers = [_conv_bn(3, channels, 3, 2, eps=eps, tf_same=tf_same)]
+        for expand, kernel, cout, repeats, stride in stages:
             for k in range(repeats):
-                layers.append(InvertedResidual(channels, cout, stride if k == 0 else 1, expand))
+                layers.append(InvertedResidual(channels, cout, stride if k == 0 else 1, expand, kernel, eps, tf_same))
                 channels = cout
-        layers.append(_conv_bn(channels, last_channels, 1, 1))
+        layers.append(_conv_bn(channels, last_channels, 1, 1, eps=eps))
         self.features = nn.Sequential(*layers)
         self.head = LandmarkHead(last_channels, num_landmarks)
         for module in self.modules():
@@ -117,6 +118,16 @@ class MobileNetV2Landmarks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.head(self.features(x))
+
+
+class MobileNetV2Landmarks(InvertedResidualLandmarks):
+    """MobileNetV2 backbone (width multiplier ``width``) with a landmark head.
+    ``last_channels`` is the final 1x1 convolution's width (1280 in the original)."""
+
+    def __init__(self, num_landmarks: int, width: float = 1.0, last_channels: int = 1280):
+        stages = tuple((expand, 3, _divisible(cout * width), repeats, stride)
+                       for expand, cout, repeats, stride in MOBILENET_V2_STAGES)
+        super().__init__(num_landmarks, _divisible(32 * width), stages, last_channels)
 
 
 # -- EfficientNet-Lite0 (Tan & Le 2019; the Lite variant: ReLU6, no squeeze-excitation) ----
@@ -127,30 +138,14 @@ EFFICIENTNET_LITE0_STAGES = ((1, 3, 16, 1, 1), (6, 3, 24, 2, 2), (6, 5, 40, 2, 2
 EFFICIENTNET_BN_EPS = 1e-3
 
 
-class EfficientNetLite0Landmarks(nn.Module):
+class EfficientNetLite0Landmarks(InvertedResidualLandmarks):
     """EfficientNet-Lite0 backbone (stem 32, head 1280 channels) with a landmark head, laid out
     for the published (TensorFlow-trained) ImageNet weights: batch-norm epsilon 1e-3 and the
     strided layers padded as TensorFlow's "same" for even input sides (symmetric padding halved
     the ImageNet top-1 confidence on test photos). No stochastic depth."""
 
     def __init__(self, num_landmarks: int, last_channels: int = 1280):
-        super().__init__()
-        channels = 32
-        layers = [_conv_bn(3, channels, 3, 2, eps=EFFICIENTNET_BN_EPS, tf_same=True)]
-        for expand, kernel, cout, repeats, stride in EFFICIENTNET_LITE0_STAGES:
-            for k in range(repeats):
-                layers.append(InvertedResidual(channels, cout, stride if k == 0 else 1, expand, kernel,
-                                               EFFICIENTNET_BN_EPS, tf_same=True))
-                channels = cout
-        layers.append(_conv_bn(channels, last_channels, 1, 1, eps=EFFICIENTNET_BN_EPS))
-        self.features = nn.Sequential(*layers)
-        self.head = LandmarkHead(last_channels, num_landmarks)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.head(self.features(x))
+        super().__init__(num_landmarks, 32, EFFICIENTNET_LITE0_STAGES, last_channels, EFFICIENTNET_BN_EPS, tf_same=True)
 
 
 @dataclasses.dataclass(frozen=True)
