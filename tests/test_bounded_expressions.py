@@ -39,6 +39,33 @@ def test_opposing_units_gradient_matches_finite_differences():
     assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
 
 
+def test_per_unit_expression_priors_scale_their_rows_and_keep_the_gradient_exact():
+    from fitter_backend.fitting.energy import expression_unit_scales
+
+    weights = (("eyeBlink", 0.25), ("jawOpen", 4.0))
+    assert expression_unit_scales(ARKIT_TOY_NAMES, weights).tolist() == [0.25, 1.0, 4.0, 1.0, 1.0]
+    model, landmarks, shot, params = toy_problem()
+    model = dataclasses.replace(model, expression_names=ARKIT_TOY_NAMES)
+    params.expression = np.random.default_rng(2).uniform(0.2, 0.8, params.expression.shape)
+    layout = Layout.for_problem(model, params.cameras)
+    base = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    uniform = ShotEnergy(model, landmarks, shot.observations,
+                         FitSettings(**dict(ALL_OFF, expression_weight=2.0, expression_unit_weights=())))
+    scaled = ShotEnergy(model, landmarks, shot.observations,
+                        FitSettings(**dict(ALL_OFF, expression_weight=2.0, expression_unit_weights=weights)))
+    # E_expression = 0.5 sum w_e psi_e^2: each unit's share is its multiplier times the uniform one
+    shares = 0.5 * 2.0 * params.expression ** 2
+    assert scaled.evaluate(params, layout, False).terms["expression"] == pytest.approx(
+        np.sum(shares * expression_unit_scales(ARKIT_TOY_NAMES, weights)))
+    assert uniform.evaluate(params, layout, False).terms["expression"] == pytest.approx(np.sum(shares))
+    analytic = scaled.evaluate(params, layout, True).equations.frame_gradient - \
+        base.evaluate(params, layout, True).equations.frame_gradient
+    numeric, _ = numeric_gradient(scaled, params, layout, "expression")
+    assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
+    with pytest.raises(Exception, match="expression_unit_weights"):
+        FitSettings(expression_unit_weights=(("eyeBlink", -1.0),))
+
+
 def test_fixed_columns_take_their_prescribed_step_and_the_rest_solves_given_it():
     rng = np.random.default_rng(4)
     n, p, q = 5, 4, 2

@@ -47,6 +47,15 @@ class _Chunk:
     jac: point_rig.PointJacobians | None
 
 
+def expression_unit_scales(expression_names: tuple[str, ...] | list[str],
+                           unit_weights: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """(E,) multipliers of the expression prior: 1, or the weight given for a unit's name
+    (a name without Left/Right applies to both sides)."""
+    by_name = dict(unit_weights)
+    return np.array([by_name.get(name, by_name.get(name.removesuffix("Left").removesuffix("Right"), 1.0))
+                     for name in expression_names], np.float64)
+
+
 def project(points: np.ndarray, cameras: Cameras, camera: int, derivatives: bool = True) -> Projection:
     """:func:`fitter_backend.fitting.cameras.project` by a compiled kernel: the same figures,
     without the dozens of numpy calls that dominate it for one frame's few hundred points."""
@@ -370,7 +379,9 @@ class ShotEnergy:
         component = int(np.argmax(log_weights - 0.5 * np.sum(z * z, axis=1) - np.sum(np.log(stds), axis=1)))
         residual = np.sqrt(s.identity_weight) * z[component]
         terms.add("identity", residual)
-        expression_residual = np.sqrt(s.expression_weight) * params.expression
+        expression_sqrt = np.sqrt(s.expression_weight * expression_unit_scales(model.expression_names,
+                                                                               s.expression_unit_weights))
+        expression_residual = expression_sqrt * params.expression
         terms.add("expression", expression_residual)
         # Opposing units both on cancel each other: r = w a b per pair, zero when either is off.
         pairs = self.opposing_pairs
@@ -384,7 +395,7 @@ class ShotEnergy:
             jac = np.zeros((layout.num_identity, layout.shared_size))
             jac[:, : layout.num_identity] = np.diag(np.sqrt(s.identity_weight) / stds[component])
             equations.add_shared_rows(residual, jac)
-        equations.add_frame_diagonal(layout.expression_slice, expression_residual, np.sqrt(s.expression_weight))
+        equations.add_frame_diagonal(layout.expression_slice, expression_residual, expression_sqrt)
         if len(pairs):
             n, k = opposing_residual.shape
             d_pairs = np.zeros((n, k, layout.frame_size))

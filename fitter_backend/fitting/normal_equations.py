@@ -85,8 +85,9 @@ class NormalEquations:
         self.shared_shared += d_shared.T @ d_shared
         self.shared_gradient += d_shared.T @ residual
 
-    def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float) -> None:
-        """Prior rows r = weight * y[columns] (residual already scaled), one per column."""
+    def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float | np.ndarray) -> None:
+        """Prior rows r = weight * y[columns] (residual already scaled), one per column;
+        ``weight`` a number or one per column."""
         n, width = residual.shape
         index = np.arange(columns.start, columns.start + width)
         self.frame_frame[:, index, index] += weight * weight

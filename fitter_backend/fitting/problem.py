@@ -30,6 +30,12 @@ class FitSettings:
     identity_weight: float = 1.0
     expression_weight: float = 1.0
     opposing_weight: float = 16.0  # product w a b of opposing expression units (eyeBlink, eyeWide)
+    # Multipliers of expression_weight for single units, by name (a name without Left/Right
+    # applies to both sides). The brow units also move the upper lids, and with one prior for
+    # all the fit spread real blinks over them; a blink now costs a quarter of a brow move
+    # (README, "The fitter": GRID bbaf2n closed eyeBlink 0.57 -> 0.68).
+    expression_unit_weights: tuple[tuple[str, float], ...] = (
+        ("eyeBlink", 0.25), ("browInnerUp", 4.0), ("browOuterUp", 4.0), ("browDown", 4.0))
     joint_weight: float = 2.0
     temporal_weight: float = 0.3
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
@@ -51,6 +57,9 @@ class FitSettings:
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")
+        for name, value in self.expression_unit_weights:
+            if not (np.isfinite(value) and value >= 0):
+                raise FitError(f"expression_unit_weights[{name!r}] must be a finite number >= 0, got {value!r}")
         if any(int(n) < 0 for n in self.stage_iterations) or len(self.stage_iterations) != 3:
             raise FitError(f"stage_iterations must be three counts >= 0, got {self.stage_iterations!r}")
 
