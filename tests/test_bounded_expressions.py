@@ -17,6 +17,10 @@ ARKIT_TOY_NAMES = ("eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "expr
 
 def test_only_arkit_channels_are_bounded(open_head):
     assert open_head.expression_bounded.all()
+    pairs = {tuple(open_head.expression_names[i] for i in pair) for pair in open_head.opposing_expressions}
+    # gaze is unseen under a closed lid: a blink is not shared with the eyeLook units
+    assert {("eyeBlinkLeft", "eyeLookDownLeft"), ("eyeBlinkRight", "eyeLookOutRight"),
+            ("eyeBlinkLeft", "eyeWideLeft"), ("jawOpen", "mouthClose")} <= pairs
     model, *_ = toy_problem()
     assert not model.expression_bounded.any()  # PCA-style channels are unbounded
     assert len(model.opposing_expressions) == 0

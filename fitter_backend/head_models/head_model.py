@@ -68,8 +68,11 @@ class SurfacePoints:
 
 #: Regions inside the head (behind lids and lips), not its outer skin.
 INNER_REGIONS = ("eyeballs", "teeth", "tongue")
-# ARKit units whose motions cancel when both are on: a fit could explain a still face with
-# both, or a blink with a smaller blink plus a smaller wide eye.
+# ARKit units that pay for being on together (E_expression, w a b per pair). Most move the
+# same vertices in opposite directions, so a fit could explain a still face with both, or a
+# blink with a smaller blink plus a smaller wide eye. Gaze is unseen under a closed lid, so
+# eyeBlink and the eyeLook units, which also move the lids, would share a blink between them
+# (README, "The fitter": wojtek's open-eye eyeBlink max 0.12/0.30 -> 0.09/0.23).
 OPPOSING_EXPRESSIONS = (
     ("eyeBlinkLeft", "eyeWideLeft"), ("eyeBlinkRight", "eyeWideRight"),
     ("eyeSquintLeft", "eyeWideLeft"), ("eyeSquintRight", "eyeWideRight"),
@@ -79,7 +82,8 @@ OPPOSING_EXPRESSIONS = (
     ("jawOpen", "mouthClose"), ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"),
     ("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
     ("mouthPucker", "mouthStretchLeft"), ("mouthPucker", "mouthStretchRight"),
-)
+) + tuple((f"eyeBlink{side}", f"eyeLook{way}{side}") for side in ("Left", "Right")
+          for way in ("Down", "Up", "In", "Out"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +149,9 @@ class HeadModel:
 
     @property
     def opposing_expressions(self) -> np.ndarray:
-        """(K, 2) int: pairs of bounded channels that move the same vertices in opposite
-        directions (eyeBlink and eyeWide, jawOpen and mouthClose, ...), so both > 0 cancel."""
+        """(K, 2) int: pairs of bounded channels that should not be on together: they move the
+        same vertices in opposite directions (eyeBlink and eyeWide, jawOpen and mouthClose, ...),
+        or one hides the other (eyeBlink and the eyeLook units)."""
         names = self.expression_names
         pairs = [(names.index(a), names.index(b)) for a, b in OPPOSING_EXPRESSIONS if a in names and b in names]
         return np.array(pairs, int).reshape(-1, 2)
