@@ -70,6 +70,21 @@ def test_per_unit_expression_priors_scale_their_rows_and_keep_the_gradient_exact
         FitSettings(expression_unit_weights=(("eyeBlink", -1.0),))
 
 
+def test_rows_on_two_columns_accumulate_as_their_dense_jacobian_would():
+    rng = np.random.default_rng(7)
+    n, p, q = 3, 6, 2
+    columns_a, columns_b = np.array([0, 0, 2, 4]), np.array([1, 3, 3, 5])  # column 0 and 3 in two rows
+    residual, d_a, d_b = rng.normal(size=(3, n, 4))
+    sparse, dense = NormalEquations(n, p, q), NormalEquations(n, p, q)
+    sparse.add_frame_column_pairs(columns_a, columns_b, residual, d_a, d_b)
+    jacobian = np.zeros((n, 4, p))
+    jacobian[:, np.arange(4), columns_a] = d_a
+    jacobian[:, np.arange(4), columns_b] += d_b
+    dense.add_frame_rows(np.arange(n), residual, jacobian, None)
+    np.testing.assert_allclose(sparse.frame_frame, dense.frame_frame, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sparse.frame_gradient, dense.frame_gradient, rtol=1e-12)
+
+
 def test_fixed_columns_take_their_prescribed_step_and_the_rest_solves_given_it():
     rng = np.random.default_rng(4)
     n, p, q = 5, 4, 2

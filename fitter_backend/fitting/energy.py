@@ -107,6 +107,7 @@ class ShotEnergy:
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
+        self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         present = observations.present
         self.present = present
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
@@ -123,6 +124,7 @@ class ShotEnergy:
         out = copy.copy(self)
         if settings is not None:
             out.settings = settings
+            out.expression_scales = expression_unit_scales(self.model.expression_names, settings.expression_unit_weights)
         out.present, out.mu, out.inv_sigma = self.present[frames], self.mu[frames], self.inv_sigma[frames]
         out.num_frames = len(frames)
         out.temporal_anchor = temporal_anchor
@@ -379,8 +381,7 @@ class ShotEnergy:
         component = int(np.argmax(log_weights - 0.5 * np.sum(z * z, axis=1) - np.sum(np.log(stds), axis=1)))
         residual = np.sqrt(s.identity_weight) * z[component]
         terms.add("identity", residual)
-        expression_sqrt = np.sqrt(s.expression_weight * expression_unit_scales(model.expression_names,
-                                                                               s.expression_unit_weights))
+        expression_sqrt = np.sqrt(s.expression_weight * self.expression_scales)
         expression_residual = expression_sqrt * params.expression
         terms.add("expression", expression_residual)
         # Opposing units both on cancel each other: r = w a b per pair, zero when either is off.
@@ -397,12 +398,9 @@ class ShotEnergy:
             equations.add_shared_rows(residual, jac)
         equations.add_frame_diagonal(layout.expression_slice, expression_residual, expression_sqrt)
         if len(pairs):
-            n, k = opposing_residual.shape
-            d_pairs = np.zeros((n, k, layout.frame_size))
-            rows = np.arange(k)
             start = layout.expression_slice.start
-            d_pairs[:, rows, start + pairs[:, 0]] = np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 1]]
-            d_pairs[:, rows, start + pairs[:, 1]] += np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]]
-            equations.add_frame_rows(np.arange(n), opposing_residual, d_pairs, None)
+            equations.add_frame_column_pairs(start + pairs[:, 0], start + pairs[:, 1], opposing_residual,
+                                             np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 1]],
+                                             np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]])
         rot = layout.rotation_slice
         equations.add_frame_diagonal(slice(rot.start + 3, rot.stop), joints_residual, np.sqrt(s.joint_weight))

@@ -85,6 +85,19 @@ class NormalEquations:
         self.shared_shared += d_shared.T @ d_shared
         self.shared_gradient += d_shared.T @ residual
 
+    def add_frame_column_pairs(self, columns_a: np.ndarray, columns_b: np.ndarray, residual: np.ndarray,
+                               d_a: np.ndarray, d_b: np.ndarray) -> None:
+        """Rows of single frames that each touch two of its columns, K rows per frame (all N
+        frames): residual, d_a = dr/dy[columns_a] and d_b = dr/dy[columns_b] all (N, K);
+        columns (K,). Accumulated entry by entry (a dense (N, K, p) Jacobian would be mostly zeros)."""
+        frames = np.arange(residual.shape[0])[:, None]
+        np.add.at(self.frame_frame, (frames, columns_a, columns_a), d_a * d_a)
+        np.add.at(self.frame_frame, (frames, columns_b, columns_b), d_b * d_b)
+        np.add.at(self.frame_frame, (frames, columns_a, columns_b), d_a * d_b)
+        np.add.at(self.frame_frame, (frames, columns_b, columns_a), d_a * d_b)
+        np.add.at(self.frame_gradient, (frames, columns_a), d_a * residual)
+        np.add.at(self.frame_gradient, (frames, columns_b), d_b * residual)
+
     def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float | np.ndarray) -> None:
         """Prior rows r = weight * y[columns] (residual already scaled), one per column;
         ``weight`` a number or one per column."""

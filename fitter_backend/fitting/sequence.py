@@ -118,8 +118,11 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     log = SolveLog()
     stages = stage_actives(layout, params.cameras)
     keyframes = identity_keyframes(energy.present, settings.identity_keyframes)
-    # A short shot's "keyframes" are all its frames: that stage is its identity stage.
+    # A short shot's "keyframes" are all its frames: that stage is its identity stage, and
+    # without E_temporal (real time's calibration sample) it would be the whole solve.
     short = keyframes is not None and len(keyframes) == int(energy.present.any(axis=(1, 2)).sum())
+    if short and settings.temporal_weight == 0:
+        keyframes, short = None, False
     plan = ([("identity" if short else "identity keyframes", None, 0)] if keyframes is not None else [])
     plan += [(name, active, iterations) for (name, active), iterations in zip(stages, settings.stage_iterations)]
     if keyframes is not None:
