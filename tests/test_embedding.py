@@ -65,3 +65,20 @@ def test_an_embedding_that_does_not_fit_the_head_is_refused(own_data, face_mesh)
              names=np.array([f"p{k}" for k in range(count)]))
     with pytest.raises(LandmarkModelError, match="does not fit"):
         embedding.load_embedding(model, face_mesh)
+
+
+def test_a_reconverted_network_is_placed_anew(tmp_path, face_mesh):
+    """The cache is keyed by the networks' files: the iris model's file too for the refined lids."""
+    import dataclasses
+
+    from fitter_backend.landmarks.eye_refine import EyeRefinedLandmarker
+
+    model = load_open_head()
+    refined = load_landmarker(BOOTSTRAP_LANDMARKS + "_iris", progress=lambda message: None)
+    assert isinstance(refined, EyeRefinedLandmarker) and len(refined.model_files()) == 2
+    before = embedding._cache_path(model, refined)
+    copy = tmp_path / "iris_landmark.onnx"
+    copy.write_bytes(refined.iris.onnx_path.read_bytes() + b"\0")  # another conversion's bytes
+    refined.iris = dataclasses.replace(refined.iris, onnx_path=copy)
+    assert embedding._cache_path(model, refined) != before
+    assert embedding._cache_path(model, face_mesh) != before  # and the refined set is its own

@@ -44,6 +44,8 @@ def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
     digest.update(np.ascontiguousarray(model.triangles).tobytes())
     digest.update(json.dumps([EMBEDDING_VERSION, VIEWS_DEG, landmarker.model.metadata.name,
                               landmarker.model.metadata.num_landmarks]).encode())
+    for path in landmarker.model_files():  # a re-converted network places its points anew
+        digest.update(paths.sha256_file(path).encode())
     name = f"{model.name}-{landmarker.model.metadata.name}-{digest.hexdigest()[:12]}.npz"
     return paths.data_dir() / "embeddings" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -116,7 +118,7 @@ def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> Surface
         raise LandmarkModelError(
             f"the {name} landmarks have not been placed on head model {model.name!r} yet (no {path}): run "
             f"`python -m fitter_backend setup{'' if model.name == 'open_head' else ' --head HEAD'}` "
-            "once for this head")
+            "once for this head (in Blender: 'Set up backend' in the add-on preferences)")
     try:
         with np.load(path, allow_pickle=False) as data:
             points = SurfacePoints(np.asarray(data["triangle"], dtype=np.int32),

@@ -65,6 +65,7 @@ class IrisModel:
     input_name: str
     contour_name: str
     size_px: int
+    onnx_path: Path
 
     @classmethod
     def load(cls, onnx_path: str | Path, device: str = "cpu") -> "IrisModel":
@@ -78,7 +79,7 @@ class IrisModel:
                                      f"{error}") from None
         if meta.get("format") != "facecap-eye-landmarks":
             raise LandmarkModelError(f"{metadata_path} is not a facecap-eye-landmarks file")
-        return cls(create_session(onnx_path, device), *names)
+        return cls(create_session(onnx_path, device), *names, onnx_path)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """crops (B, S, S, 3) float32 in [0, 1] -> (B, 71, 2) points in crop pixels."""
@@ -133,6 +134,9 @@ class EyeRefinedLandmarker(Landmarker):
                                                                  sigma_roi_fraction=sigma), model.onnx_path)
         super().__init__(model, detector, realtime, refine_detections)
         self.iris = iris
+
+    def model_files(self) -> tuple[Path, ...]:
+        return super().model_files() + (self.iris.onnx_path,)
 
     @classmethod
     def from_setup(cls, device: str = "cpu", landmarks: str = "face_mesh_468" + SUFFIX, realtime: bool = False,

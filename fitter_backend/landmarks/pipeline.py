@@ -249,6 +249,11 @@ class Landmarker(FrameLandmarker):
     def semantic_points(self) -> dict[str, int]:
         return dict(self.model.metadata.semantic_points)
 
+    def model_files(self) -> tuple[Path, ...]:
+        """The network files whose output decides where the points land (a new conversion
+        of one places them anew on a head)."""
+        return (self.model.onnx_path,)
+
     def reset(self) -> None:
         """Forget all tracked faces (the next frames start from detection)."""
         self.trackers = []
