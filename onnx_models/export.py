@@ -24,7 +24,7 @@ from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.networks import IMAGENET_WEIGHTS
 from onnx_models.synthetic import SynthConfig
-from onnx_models.train import MEAN, STD, load_checkpoint, to_tensor
+from onnx_models.train import MEAN, STD, TrainConfig, checkpoint_lineage, load_checkpoint, to_tensor
 
 MAX_DIFFERENCE = 1e-4
 OUTPUTS = ("mu", "log_sigma", "presence")
@@ -102,6 +102,13 @@ def compare(net: torch.nn.Module, path: Path, images: np.ndarray) -> float:
     return float(max(np.abs(a - b).max() for a, b in zip(reference, got)))
 
 
+def train_command(config: TrainConfig) -> str:
+    """The training command line of one run."""
+    return "python -m onnx_models.train " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+        for k, v in config.__dict__.items() if v is not None and v is not False)
+
+
 def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print) -> Path:
     """Write ``out`` (.onnx) and its .json sidecar; ``val``: validation arrays (default: the
     cached validation set of the checkpoint's configuration) for the affine targets and the check."""
@@ -116,10 +123,9 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
     if difference > MAX_DIFFERENCE:
         raise RuntimeError(f"{out}: onnxruntime differs from PyTorch by {difference:.2e} (> {MAX_DIFFERENCE})")
     best = min(history, key=lambda r: r["val_nme_percent"]) if history else {}
+    lineage = checkpoint_lineage(checkpoint)
     provenance = {
-        "trained_by": "python -m onnx_models.train " + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
-            for k, v in config.__dict__.items() if v is not None and v is not False),
+        "trained_by": train_command(config),
         "exported_by": f"python -m onnx_models.export --checkpoint {checkpoint.name} --out {out.name}",
         "architecture": config.arch, "width": config.width, "last_channels": config.last_channels,
         "training_data": f"synthetic renders of the open head (onnx_models.synthetic), {config.train_count} train / "
@@ -132,7 +138,9 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
         "embedding_head_topology_sha256": landmark_set.topology,
         "licence": "weights trained by this project on CC0 MakeHuman-derived synthetic data",
     }
-    if config.pretrained:
+    if lineage:  # each run continued from the one before (--init-from its best.pt)
+        provenance["started_from"] = [train_command(c) for c in lineage]
+    if any(c.pretrained for c in lineage + [config]):
         provenance["initial_weights"] = IMAGENET_WEIGHTS[config.arch].provenance()
         provenance["licence"] += f"; backbone fine-tuned from {IMAGENET_WEIGHTS[config.arch].licence} ImageNet weights"
     # Affine crops put the anchors where the generator put them; squares measure them.

@@ -138,6 +138,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         progress(f"backbone from ImageNet weights: {len(table)} tensors mapped")
     mean_mu = to_normalised(train_set["landmarks_px"], config.size_px).mean(0)
     net.head.init_bias(mean_mu, float(np.log(0.1)))
+    lineage: list[TrainConfig] = []  # the runs whose weights this one started from, oldest first
     if init_from is not None and not (resume and (out / "last.pt").is_file()):
         source, source_config, _ = load_checkpoint(init_from, strict=False)
         mismatch = {k: (getattr(source_config, k), getattr(config, k))
@@ -145,6 +146,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         if mismatch:
             raise ValueError(f"{init_from}: cannot start from it, it differs in {mismatch} (its value, this run's)")
         missing = net.load_state_dict(source.state_dict(), strict=False).missing_keys
+        lineage = checkpoint_lineage(init_from) + [source_config]
         progress(f"starting from the weights of {init_from}" + (f" (new: {missing})" if missing else ""))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, round(config.epochs / 3)), gamma=0.5)
@@ -156,6 +158,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         history, epoch, best_nme, step = state["history"], state["epoch"], state["best_nme"], state["step"]
+        lineage = [TrainConfig(**c) for c in state.get("lineage", [])]
         progress(f"resumed from {last} after epoch {epoch}")
     rng = np.random.default_rng([config.seed, epoch])
     count = len(train_set["images"])
@@ -194,7 +197,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         progress(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         state = {"model": net.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
                  "history": history, "epoch": epoch, "best_nme": best_nme, "step": step,
-                 "config": dataclasses.asdict(config)}
+                 "config": dataclasses.asdict(config), "lineage": [dataclasses.asdict(c) for c in lineage]}
         if val["nme_percent"] < best_nme:
             best_nme = state["best_nme"] = val["nme_percent"]
             torch.save({k: v for k, v in state.items() if k not in ("optimiser", "scheduler")}, best)
@@ -214,6 +217,13 @@ def load_checkpoint(path: Path, strict: bool = True) -> tuple[torch.nn.Module, T
     net = build_network(config.arch, len(load_landmark_set(config.landmark_set)), config.width, config.last_channels)
     net.load_state_dict(state["model"], strict=strict)
     return net.eval(), config, state["history"]
+
+
+def checkpoint_lineage(path: Path) -> list[TrainConfig]:
+    """The configurations of the runs a checkpoint's weights started from (``--init-from``),
+    oldest first; empty for a run from ImageNet weights or from scratch."""
+    state = torch.load(path, weights_only=False)
+    return [TrainConfig(**{"roi": "square", **c}) for c in state.get("lineage", [])]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -370,6 +370,12 @@ def test_fine_tuning_starts_from_another_runs_weights(tiny_data, tmp_path):
     after = torch.load(tuned, weights_only=False)["model"]
     weights = [k for k in before if "running_" not in k and "num_batches" not in k]   # batch-norm stats move
     assert len(weights) > 100 and all(torch.equal(before[k], after[k]) for k in weights)   # lr 0: the source's
+    # The exported model names every run its weights came through, oldest first.
+    again = train(frozen, tmp_path / "again", data=tiny_data, progress=lambda message: None, init_from=tuned)
+    _export_and_load(again, tmp_path / "again.onnx", tiny_data["val"])
+    provenance = json.loads((tmp_path / "again.json").read_text())["provenance"]
+    assert [c.count("--lr 0.0 ") for c in provenance["started_from"]] == [0, 1]
+    assert "initial_weights" not in provenance    # none of the three started from ImageNet
     with pytest.raises(ValueError, match="differs in .*width"):
         train(TrainConfig(size_px=32, width=0.25, epochs=1, batch=2, threads=2, max_steps=1, negatives=8), tmp_path / "other",
               data=tiny_data, progress=lambda message: None, init_from=source)
