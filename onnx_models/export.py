@@ -24,7 +24,7 @@ from onnx_models.dataset import DatasetSpec, load, resized
 from onnx_models.landmark_sets import load_landmark_set
 from onnx_models.networks import IMAGENET_WEIGHTS
 from onnx_models.synthetic import SynthConfig
-from onnx_models.train import MEAN, STD, TrainConfig, checkpoint_lineage, load_checkpoint, to_tensor
+from onnx_models.train import MEAN, STD, TrainConfig, load_checkpoint, to_tensor
 
 MAX_DIFFERENCE = 1e-4
 OUTPUTS = ("mu", "log_sigma", "presence")
@@ -112,7 +112,7 @@ def train_command(config: TrainConfig) -> str:
 def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print) -> Path:
     """Write ``out`` (.onnx) and its .json sidecar; ``val``: validation arrays (default: the
     cached validation set of the checkpoint's configuration) for the affine targets and the check."""
-    net, config, history = load_checkpoint(checkpoint)
+    net, config, history, lineage = load_checkpoint(checkpoint)
     landmark_set = load_landmark_set(config.landmark_set, load_open_head())
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(net, config.size_px, out)
@@ -123,7 +123,6 @@ def export(checkpoint: Path, out: Path, val: dict | None = None, progress=print)
     if difference > MAX_DIFFERENCE:
         raise RuntimeError(f"{out}: onnxruntime differs from PyTorch by {difference:.2e} (> {MAX_DIFFERENCE})")
     best = min(history, key=lambda r: r["val_nme_percent"]) if history else {}
-    lineage = checkpoint_lineage(checkpoint)
     provenance = {
         "trained_by": train_command(config),
         "exported_by": f"python -m onnx_models.export --checkpoint {checkpoint.name} --out {out.name}",

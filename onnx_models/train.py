@@ -140,13 +140,13 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     net.head.init_bias(mean_mu, float(np.log(0.1)))
     lineage: list[TrainConfig] = []  # the runs whose weights this one started from, oldest first
     if init_from is not None and not (resume and (out / "last.pt").is_file()):
-        source, source_config, _ = load_checkpoint(init_from, strict=False)
+        source, source_config, _, source_lineage = load_checkpoint(init_from, strict=False)
         mismatch = {k: (getattr(source_config, k), getattr(config, k))
                     for k in ("arch", "width", "last_channels", "landmark_set") if getattr(source_config, k) != getattr(config, k)}
         if mismatch:
             raise ValueError(f"{init_from}: cannot start from it, it differs in {mismatch} (its value, this run's)")
         missing = net.load_state_dict(source.state_dict(), strict=False).missing_keys
-        lineage = checkpoint_lineage(init_from) + [source_config]
+        lineage = source_lineage + [source_config]
         progress(f"starting from the weights of {init_from}" + (f" (new: {missing})" if missing else ""))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, round(config.epochs / 3)), gamma=0.5)
@@ -158,7 +158,7 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         history, epoch, best_nme, step = state["history"], state["epoch"], state["best_nme"], state["step"]
-        lineage = [TrainConfig(**c) for c in state.get("lineage", [])]
+        lineage = _stored_lineage(state)
         progress(f"resumed from {last} after epoch {epoch}")
     rng = np.random.default_rng([config.seed, epoch])
     count = len(train_set["images"])
@@ -209,21 +209,25 @@ def train(config: TrainConfig, out: Path, resume: bool = False, data: dict | Non
     return best
 
 
-def load_checkpoint(path: Path, strict: bool = True) -> tuple[torch.nn.Module, TrainConfig, list]:
-    """The network, configuration and history of a checkpoint; strict=False also takes
-    checkpoints from before the presence output (its layer then keeps its initial weights)."""
-    state = torch.load(path, weights_only=False)
-    config = TrainConfig(**{"roi": "square", **state["config"]})     # runs before the ROI choice were square
-    net = build_network(config.arch, len(load_landmark_set(config.landmark_set)), config.width, config.last_channels)
-    net.load_state_dict(state["model"], strict=strict)
-    return net.eval(), config, state["history"]
+def _stored_config(fields: dict) -> TrainConfig:
+    return TrainConfig(**{"roi": "square", **fields})     # runs before the ROI choice were square
 
 
-def checkpoint_lineage(path: Path) -> list[TrainConfig]:
+def _stored_lineage(state: dict) -> list[TrainConfig]:
     """The configurations of the runs a checkpoint's weights started from (``--init-from``),
     oldest first; empty for a run from ImageNet weights or from scratch."""
+    return [_stored_config(c) for c in state.get("lineage", [])]
+
+
+def load_checkpoint(path: Path, strict: bool = True) -> tuple[torch.nn.Module, TrainConfig, list, list[TrainConfig]]:
+    """The network, configuration, history and lineage (:func:`_stored_lineage`) of a
+    checkpoint; strict=False also takes checkpoints from before the presence output (its layer
+    then keeps its initial weights)."""
     state = torch.load(path, weights_only=False)
-    return [TrainConfig(**{"roi": "square", **c}) for c in state.get("lineage", [])]
+    config = _stored_config(state["config"])
+    net = build_network(config.arch, len(load_landmark_set(config.landmark_set)), config.width, config.last_channels)
+    net.load_state_dict(state["model"], strict=strict)
+    return net.eval(), config, state["history"], _stored_lineage(state)
 
 
 def main(argv: list[str] | None = None) -> int:

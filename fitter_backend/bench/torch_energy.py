@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fitter_backend.fitting.energy import ShotEnergy, expression_unit_scales
+from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.problem import Layout, Parameters
 
 DTYPE = torch.float64
@@ -56,7 +56,7 @@ class TorchShotEnergy:
             raise ValueError("the torch energy covers whole shots, not restricted real-time energies")
         rig = energy.rig
         self.settings = energy.settings
-        self.expression_names = energy.model.expression_names
+        self.expression_scales = energy.expression_scales  # (E,) per-unit prior multipliers
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
         self.layout = layout
         self.num_frames = start.num_frames
@@ -192,8 +192,7 @@ class TorchShotEnergy:
         residuals["identity"] = np.sqrt(s.identity_weight) * z[component]
         pairs = torch.as_tensor(self.opposing_pairs)
         opposing = np.sqrt(s.opposing_weight) * p["expression"][:, pairs[:, 0]] * p["expression"][:, pairs[:, 1]]
-        expression_sqrt = torch.as_tensor(np.sqrt(s.expression_weight * expression_unit_scales(
-            self.expression_names, s.expression_unit_weights)))
+        expression_sqrt = torch.as_tensor(np.sqrt(s.expression_weight * self.expression_scales))
         residuals["expression"] = torch.cat([(expression_sqrt * p["expression"]).reshape(-1),
                                              opposing.reshape(-1)])
         residuals["joints"] = np.sqrt(s.joint_weight) * p["rotations"][:, 1:].reshape(-1)
