@@ -197,3 +197,15 @@ def test_eye_blink_closes_the_lids_exactly_at_one_without_crossing(head, channel
         for upper, lower in pairs:
             gap_mm = 1000 * (at[f"ibug_{upper}"][1] - at[f"ibug_{lower}"][1])
             assert low <= gap_mm <= high, (channel, weight, upper, lower, gap_mm)
+
+
+def test_identity_components_have_fixed_signs():
+    # eigh's eigenvector signs differ between LAPACK builds; the same seed must give the same
+    # random actors on every machine.
+    from fitter_backend.head_models.open_head.identity import fixed_signs
+
+    components = np.random.default_rng(3).normal(size=(12, 4))
+    flipped = components * np.array([1, -1, -1, 1])
+    np.testing.assert_array_equal(fixed_signs(components), fixed_signs(flipped))
+    signed = fixed_signs(components)
+    assert (signed[np.argmax(np.abs(signed), axis=0), np.arange(4)] > 0).all()

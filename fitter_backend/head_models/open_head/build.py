@@ -41,7 +41,7 @@ from fitter_backend.head_models.open_head.skeleton import (
 
 MODEL_NAME = "open_head"
 #: Bump when the recipe changes: a model built by another recipe is rebuilt.
-RECIPE_VERSION = 2  # 2: eyeBlink closes the lids exactly at 1 (eyelids.py)
+RECIPE_VERSION = 3  # 2: eyeBlink closes the lids exactly at 1 (eyelids.py); 3: identity components have fixed signs
 SEED = 20240611  # the sampled population, hence the identity basis, is reproducible
 
 ATTRIBUTION = f"""\

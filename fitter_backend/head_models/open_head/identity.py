@@ -228,4 +228,13 @@ def fit_identity(z: np.ndarray, directions: np.ndarray, measured_rows: np.ndarra
     variance, left = np.clip(variance[::-1], 0, None), left[:, ::-1]
     cumulative = np.cumsum(variance) / variance.sum()
     num = int(min(MAX_COMPONENTS, np.searchsorted(cumulative, EXPLAINED_VARIANCE) + 1))
-    return IdentityModel(z_mean, root_cov @ left[:, :num], variance[:num], float(cumulative[num - 1]))
+    return IdentityModel(z_mean, fixed_signs(root_cov @ left[:, :num]), variance[:num], float(cumulative[num - 1]))
+
+
+def fixed_signs(components: np.ndarray) -> np.ndarray:
+    """(K, I) components, each flipped so that its largest-magnitude entry is positive.
+
+    An eigenvector's sign is arbitrary and LAPACK builds pick it differently, so without this
+    the same seed gave another machine other random actors (rendered evaluation clips, tests)."""
+    rows = np.argmax(np.abs(components), axis=0)
+    return components * np.sign(components[rows, np.arange(components.shape[1])])
