@@ -82,3 +82,32 @@ def test_a_reconverted_network_is_placed_anew(tmp_path, face_mesh):
     refined.iris = dataclasses.replace(refined.iris, onnx_path=copy)
     assert embedding._cache_path(model, refined) != before
     assert embedding._cache_path(model, face_mesh) != before  # and the refined set is its own
+
+
+def test_inner_lip_points_are_placed_on_the_lip_they_belong_to_and_meet_when_it_closes():
+    """Points spread along the closed mouth's corner line land on whichever lip is nearest (as a
+    closed render places them); placement puts each contour's points on its own lip's edge, so
+    the lower ones drop with the jaw and the two midpoints meet at rest."""
+    from fitter_backend.head_models.correspondence import MeshSurface, embed_points
+    from fitter_backend.head_models.lbs import posed_vertices, surface_points
+
+    model = load_open_head()
+    rest = posed_vertices(model)[0]
+    corners = surface_points(rest[None], model.triangles, model.semantic_points.subset(["ibug_60", "ibug_64"]))[0]
+    along = np.linspace(0, 1, 9)[:, None]
+    line = corners[0] + along * (corners[1] - corners[0])      # corner, 7 between, corner
+    surface = MeshSurface(rest, model.triangles, model.skin[model.triangles].all(axis=1))
+    start = embed_points(np.concatenate([line, line]), tuple(f"p{k}" for k in range(18)), surface)
+    contours = {"inner_lip_upper": tuple(range(9)), "inner_lip_lower": tuple(range(9, 18))}
+    placed = embedding.place_inner_lips(model, start, contours)
+    assert embedding.place_inner_lips(model, start, {}) is start
+
+    parted = embedding.parted_lips_vertices(model)
+    drop_mm = 1000 * (surface_points(parted[None], model.triangles, placed)[0]
+                      - surface_points(rest[None], model.triangles, placed)[0])[:, 1]
+    upper, lower = drop_mm[1:8], drop_mm[10:17]
+    assert (lower < upper - 2).all(), (upper, lower)          # every lower point goes with the jaw
+    assert lower[3] < -8 and upper[3] > -1                    # the midpoints: the lower lip drops, the upper stays
+    at_rest = surface_points(rest[None], model.triangles, placed)[0]
+    assert abs(at_rest[4, 1] - at_rest[13, 1]) < 0.5e-3       # the midpoints meet on the closed mouth
+    np.testing.assert_array_equal(placed.triangle[[0, 8, 9, 17]], start.triangle[[0, 8, 9, 17]])  # corners stay

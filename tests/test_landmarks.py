@@ -152,6 +152,9 @@ def test_model_with_log_sigma_output_decodes_normalised_coordinates(tmp_path):
     ({"anchors.mouth": [9]}, r"anchors\.mouth: expected a non-empty list of landmark indices in \[0, 4\)"),
     ({"embeddings.open_head.barycentric": [[1, 0, 0]] * 3 + [[0.5, 0.6, 0]]}, "rows summing to 1"),
     ({"format_version": 7}, "this backend reads version 1"),
+    ({"contours": {"outer_lip": [0, 1, 2]}}, r"contours\.outer_lip: unknown contour 'outer_lip'"),
+    ({"contours": {"inner_lip_upper": [0, 1, 4]}}, r"contours\.inner_lip_upper: expected a non-empty list of landmark"),
+    ({"contours": {"inner_lip_lower": [0, 3]}}, r"contours\.inner_lip_lower: a contour needs at least 3"),
 ])
 def test_mismatched_or_malformed_metadata_is_one_clear_error(tmp_path, changes, words):
     with pytest.raises(LandmarkModelError, match=words):

@@ -24,6 +24,13 @@ def test_models_are_built_with_their_contracts(models):
             assert model.metadata.sigma_roi_fraction.min() > 0
             assert set(model.metadata.regions) >= {"face_oval", "eyes", "lips", "nose", "eyebrows"}
             assert len(model.metadata.semantic_points) == 68
+            # The inner-lip contours run between the iBUG mouth corners' counterparts.
+            semantic = model.metadata.semantic_points
+            for contour in ("inner_lip_upper", "inner_lip_lower"):
+                indices = model.metadata.contours[contour]
+                assert (indices[0], indices[-1]) == (semantic["ibug_60"], semantic["ibug_64"])
+            assert semantic["ibug_62"] in model.metadata.contours["inner_lip_upper"]
+            assert semantic["ibug_66"] in model.metadata.contours["inner_lip_lower"]
     for name, path in models.items():
         stamp = json.loads(path.with_name(f"{name}.stamp.json").read_text())
         assert stamp["onnx_sha256"] == sha256_file(path)

@@ -6,6 +6,15 @@ raster: which triangle, where in it. A point's rest position is the median over 
 that see its surface head-on, snapped back to the closest point of the surface. This works
 for any head model (the open head, FLAME) and uses no third-party correspondence files.
 
+A model's inner-lip contours (metadata ``contours``) are placed differently: on a closed
+mouth a landmark model marks the line where the lips meet, on an open one the edge of the
+opening, and a render of the closed rest head can only show the first. MediaPipe, for
+example, put its inner-lip points 1.1 mm apart on the closed head and its lower points next to
+the corners on the upper lip, so a fit kept the head's mouth about 2 mm more closed than the
+landmarks saw and crossed the lips on closed mouths. Those points go onto the head's own inner-lip
+edge (its iBUG points 60-67, found on the parted lips), at the same fraction of the mouth's
+width, on the lip they belong to (:func:`place_inner_lips`); the corners keep their place.
+
 This is set-up work: ``python -m fitter_backend setup`` (and ``setup --head HEAD`` for another
 head) computes it once per (head model, landmark model) into ``<data_dir>/embeddings/``; a fit
 job only loads it (:func:`load_embedding`) and fails clearly when it is missing or damaged.
@@ -24,7 +33,8 @@ import numpy as np
 from fitter_backend import paths
 from fitter_backend.head_models.correspondence import MeshSurface, embed_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.lbs import posed_vertices
+from fitter_backend.head_models.lbs import posed_vertices, surface_points
+from fitter_backend.head_models.open_head.semantic_points import MOUTH_OPENING
 from fitter_backend.landmarks.combined import CombinedLandmarker
 from fitter_backend.models.errors import LandmarkModelError
 from fitter_backend.landmarks.pipeline import Landmarker
@@ -32,10 +42,15 @@ from fitter_backend.render.head_png import render_clay
 from fitter_backend.render.shading import vertex_normals
 from fitter_backend.video.frames import Frame
 
-EMBEDDING_VERSION = 1
+EMBEDDING_VERSION = 2
 VIEWS_DEG = ((0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (0.0, -12.0), (0.0, 12.0), (-12.0, 8.0), (12.0, -8.0))
 RENDER_SIZE_PX = 512
 MIN_FACING = 0.35  # cosine between the surface normal and the direction to the camera
+#: The head's iBUG inner-lip points along each contour (subject's right corner to left) and the
+#: region whose triangles carry that contour's points (all skin where a head lacks the region).
+HEAD_INNER_LIPS = {"inner_lip_upper": ((60, 61, 62, 63, 64), "lips_upper"),
+                   "inner_lip_lower": ((60, 67, 66, 65, 64), "lips_lower")}
+JAW_PARTING_RAD = 0.2  # for heads without a jawOpen unit: the jaw joint's opening
 
 
 def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
@@ -43,7 +58,7 @@ def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
     digest.update(np.ascontiguousarray(model.template).tobytes())
     digest.update(np.ascontiguousarray(model.triangles).tobytes())
     digest.update(json.dumps([EMBEDDING_VERSION, VIEWS_DEG, landmarker.model.metadata.name,
-                              landmarker.model.metadata.num_landmarks]).encode())
+                              landmarker.model.metadata.num_landmarks, landmarker.model.metadata.contours]).encode())
     for path in landmarker.model_files():  # a re-converted network places its points anew
         digest.update(paths.sha256_file(path).encode())
     name = f"{model.name}-{landmarker.model.metadata.name}-{digest.hexdigest()[:12]}.npz"
@@ -96,7 +111,65 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     median = np.nanmedian(positions, axis=0)
     surface = MeshSurface(posed_vertices(model)[0], model.triangles, model.skin[model.triangles].all(axis=1))
     names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
-    return embed_points(median, names, surface)
+    return place_inner_lips(model, embed_points(median, names, surface), landmarker.model.metadata.contours)
+
+
+def parted_lips_vertices(model: HeadModel) -> np.ndarray | None:
+    """(V, 3) the neutral head with its lips parted (jawOpen at MOUTH_OPENING, or the jaw joint
+    opened by JAW_PARTING_RAD), or None for a head with neither."""
+    if "jawOpen" in model.expression_names:
+        expression = np.zeros(len(model.expression_names))
+        expression[model.expression_names.index("jawOpen")] = MOUTH_OPENING
+        return posed_vertices(model, None, expression)[0]
+    if "jaw" not in model.joint_names:
+        return None
+    lips = model.semantic_points.subset(["ibug_62", "ibug_66"])
+    for sign in (1.0, -1.0):  # whichever way opens: the lower lip drops below the upper
+        rotations = np.zeros((len(model.joint_names), 3))
+        rotations[model.joint_index("jaw"), 0] = sign * JAW_PARTING_RAD
+        vertices = posed_vertices(model, None, None, rotations)[0]
+        upper, lower = surface_points(vertices[None], model.triangles, lips)[0]
+        if upper[1] > lower[1]:
+            return vertices
+    return None
+
+
+def place_inner_lips(model: HeadModel, points: SurfacePoints, contours: dict[str, tuple[int, ...]]
+                     ) -> SurfacePoints:
+    """``points`` with each inner-lip contour's points between its corners moved onto the head's
+    inner-lip edge: at the fraction of the mouth's width (corner to corner, neutral head) where
+    they lie now, on the edge of the parted lips through the head's iBUG points 60-67, snapped to
+    that lip's surface. Unchanged where the model declares no such contour or the head lacks
+    the iBUG inner-lip points or a way to part its lips."""
+    wanted = [name for name in HEAD_INNER_LIPS if name in contours]
+    ibug = [f"ibug_{k:02d}" for k in range(60, 68)]
+    if not wanted or not set(ibug) <= set(model.semantic_points.names):
+        return points
+    parted = parted_lips_vertices(model)
+    if parted is None:
+        return points
+    rest = posed_vertices(model)[0]
+    ibug_rest, ibug_parted = (surface_points(v[None], model.triangles, model.semantic_points.subset(ibug))[0]
+                              for v in (rest, parted))
+    at = dict(zip(range(60, 68), range(8)))
+    # Fraction of the width from the subject's right corner (ibug_60) to the left one (ibug_64).
+    right_x, left_x = ibug_rest[at[60], 0], ibug_rest[at[64], 0]
+    fraction = lambda x: (x - right_x) / (left_x - right_x)  # noqa: E731
+    now = surface_points(rest[None], model.triangles, points)[0]
+    triangle, barycentric = points.triangle.copy(), points.barycentric.copy()
+    skin = model.skin[model.triangles].all(axis=1)
+    for name in wanted:
+        head_ids, region = HEAD_INNER_LIPS[name]
+        edge_rest, edge_parted = ibug_rest[[at[k] for k in head_ids]], ibug_parted[[at[k] for k in head_ids]]
+        order = np.argsort(fraction(edge_rest[:, 0]))
+        along = fraction(edge_rest[order, 0])
+        between = list(contours[name][1:-1])
+        wanted_at = np.clip(fraction(now[between, 0]), along[0], along[-1])
+        targets = np.stack([np.interp(wanted_at, along, edge_parted[order, c]) for c in range(3)], axis=1)
+        on_lip = skin & model.regions[region][model.triangles].any(axis=1) if region in model.regions else skin
+        hits = embed_points(targets, tuple(points.names[k] for k in between), MeshSurface(parted, model.triangles, on_lip))
+        triangle[between], barycentric[between] = hits.triangle, hits.barycentric
+    return SurfacePoints(triangle, barycentric, points.names)
 
 
 def _explicit_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints | None:

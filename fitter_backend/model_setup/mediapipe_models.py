@@ -48,6 +48,11 @@ IBUG68_FROM_MEDIAPIPE = (
     78, 82, 13, 312, 308, 317, 14, 87,                                                 # inner lips
 )
 
+#: The inner edges of the lips in MediaPipe's mesh (the inner ring of FACEMESH_LIPS), from the
+#: subject's right mouth corner (78, ibug_60) to the left one (308, ibug_64).
+INNER_LIP_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+INNER_LIP_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+
 #: Measured sigma per region as a fraction of the ROI side: RMS error / sqrt(2) of the
 #: iBUG-68 counterparts on the 22 annotated fixture faces (``python -m
 #: fitter_backend.landmarks.calibrate``; docs/landmark_models.md). Irises take the eyes' value;
@@ -208,6 +213,7 @@ def mesh_metadata(name: str, num_landmarks: int, io: dict, regions: dict[str, li
                   "per_region": {k: SIGMA_ROI_FRACTION[name][k] for k in regions}},
         "regions": regions,
         "semantic_points": {f"ibug_{k:02d}": v for k, v in enumerate(IBUG68_FROM_MEDIAPIPE)},
+        "contours": {"inner_lip_upper": list(INNER_LIP_UPPER), "inner_lip_lower": list(INNER_LIP_LOWER)},
         # Averaged corner pairs: eye corners and mouth corners.
         "anchors": {"right_eye": [33, 133], "left_eye": [362, 263], "mouth": [61, 291]},
         # MediaPipe crops the face box or the landmarks' box grown by 1.5.

@@ -22,6 +22,10 @@ MU_UNITS = ("input_px", "normalised")
 ORIGINS = ("pixel_corner", "pixel_centre")
 AFFINE_ANCHORS = ("right_eye", "left_eye", "mouth")
 ROI_CROPS = ("square", "affine")
+#: Named contours a model may declare, each ordered from the subject's right corner to the left:
+#: the inner edges of the upper and lower lip (set-up places them on the head's inner-lip edge,
+#: landmarks/embedding.py).
+CONTOURS = ("inner_lip_upper", "inner_lip_lower")
 
 
 class JsonFields:
@@ -169,6 +173,8 @@ class LandmarkMetadata:
     roi: RoiSpec
     embeddings: dict[str, Any]
     provenance: dict[str, Any]
+    #: Ordered landmark contours by name (:data:`CONTOURS`), corner to corner.
+    contours: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> "LandmarkMetadata":
@@ -259,12 +265,22 @@ class LandmarkMetadata:
         for head in embeddings:
             _check_embedding(emb_fields.obj(head), count)
 
+        contours = {}
+        if top.has("contours"):
+            contour_fields = top.obj("contours")
+            for name in contour_fields.data:
+                if name not in CONTOURS:
+                    contour_fields.fail(f"unknown contour {name!r} (known: {', '.join(CONTOURS)})", name)
+                contours[name] = contour_fields.indices(name, count)
+                if len(contours[name]) < 3:
+                    contour_fields.fail("a contour needs at least 3 landmarks (two corners and one between)", name)
+
         provenance = top.raw("provenance", {})
         if not isinstance(provenance, dict):
             top.fail("expected an object", "provenance")
         return cls(source, top.str("name"), top.str("landmark_set"), count, input_spec, mu_spec, log_sigma,
                    presence, top.float("presence_threshold", 0.0, default=0.5), sigma_fraction, regions,
-                   semantic, anchors, roi_spec, embeddings, provenance)
+                   semantic, anchors, roi_spec, embeddings, provenance, contours)
 
     def mu_values(self) -> int:
         """Numbers per sample in the mu output."""
