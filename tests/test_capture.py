@@ -56,24 +56,48 @@ def test_weights_outside_unit_range_allow_a_small_tolerance():
     assert outside_unit_range(np.array([0.0, 1.0, -0.005, 1.005, -0.2, 1.3])) == pytest.approx(2 / 6)
 
 
-@pytest.fixture(scope="module")
-def blink_frames():
-    """An open-eyed and a closed-eyed frame of the open head, rendered like the sample clip."""
+def blink_scene():
+    """The open head facing the camera 0.5 m away, eyes open (frame 0) and shut (frame 1):
+    model, vertices (2, V, 3) and cameras, as the sample clip renders them."""
     from fitter_backend.fitting.cameras import Cameras, focal_from_hfov
     from fitter_backend.head_models.lbs import posed_vertices
     from fitter_backend.head_models.loading import load_head_model
-    from fitter_backend.sample_clip import render_views
-    from fitter_backend.video import open_video
 
     model = load_head_model("open")
     expression = np.zeros((2, model.num_expression))
     expression[1, [model.expression_names.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]] = 1.0
     translation = np.array([[0.0, -model.template[:, 1].mean(), -0.5]] * 2)
     vertices = posed_vertices(model, None, expression, None, translation)
+    return model, vertices, Cameras.monocular(320, 320, focal_from_hfov(320, 40.0))
+
+
+@pytest.fixture(scope="module")
+def blink_frames():
+    """An open-eyed and a closed-eyed frame of the open head, rendered like the sample clip."""
+    from fitter_backend.sample_clip import render_views
+    from fitter_backend.video import open_video
+
+    model, vertices, cameras = blink_scene()
     with tempfile.TemporaryDirectory() as folder:
-        (clip,) = render_views(model, vertices, Cameras.monocular(320, 320, focal_from_hfov(320, 40.0)),
-                               [Path(folder) / "blink.mp4"])
+        (clip,) = render_views(model, vertices, cameras, [Path(folder) / "blink.mp4"])
         return list(open_video(clip))
+
+
+def test_rendered_eyes_have_a_dark_iris_and_pupil_on_white(blink_frames):
+    # Blank white eyeballs made the landmark models misread the rendered lids.
+    from fitter_backend.fitting.cameras import project
+
+    model, vertices, cameras = blink_scene()
+    image = blink_frames[0].image.astype(float).mean(axis=2)
+    for side in (model.template[:, 0] < 0, model.template[:, 0] >= 0):
+        eyeball = model.template[model.regions["eyeballs"] & side]
+        centre = (eyeball.min(axis=0) + eyeball.max(axis=0)) / 2
+        front = np.array([centre[0], centre[1], eyeball[:, 2].max()])  # straight ahead at rest
+        moved = front + (vertices[0] - model.template).mean(axis=0)    # frame 0 is the rest head, moved
+        col, row = np.floor(project(moved[None, None], cameras, 0, derivatives=False).pixels[0, 0]).astype(int)
+        pupil = image[row - 1:row + 2, col - 1:col + 2].mean()
+        sclera = image[row - 3:row + 4, col - 14:col + 15].max()  # beside the iris, between the lids
+        assert pupil < 0.25 * sclera, (pupil, sclera)
 
 
 def eye_ratios(landmarker, frame) -> np.ndarray:
