@@ -45,8 +45,7 @@ class FitSettings:
     # then crawls out of it (FLAME-format benchmark: 1.10 vs 0.58 mm identity error).
     stage_iterations: tuple[int, int, int] = (3, 0, 40)
     identity_keyframes: int = 40   # longer shots solve identity and cameras on this many frames first,
-    frame_iterations: int = 8      # then every frame with them fixed,
-    polish_iterations: int = 1     # then everything together
+    frame_iterations: int = 8      # then every frame (with E_temporal) with them fixed
     relative_tolerance: float = 1e-4  # stop a stage when a step lowers the energy by less than this
     chunk_frames: int = 24
     high_residual_rms: float = 3.0  # frames whose normalised RMS exceeds this are flagged
