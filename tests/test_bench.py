@@ -44,6 +44,10 @@ def test_rigid_alignment_removes_exactly_a_rigid_motion():
     assert np.median(metrics.vertex_errors_mm(truth * np.array([-1, 1, 1]), truth)) > 1.0
     # No scale: a 10% larger copy keeps an error.
     assert np.median(metrics.vertex_errors_mm(1.1 * truth, truth)) > 0.5
+    # With scale (NoW's alignment) a larger, turned and moved copy aligns exactly, a mirror does not.
+    larger = 1.1 * moved + 0.02
+    np.testing.assert_allclose(metrics.rigid_align(larger, truth, scale=True), truth, atol=1e-12)
+    assert np.abs(metrics.rigid_align(truth * np.array([-1, 1, 1]), truth, scale=True) - truth).max() > 1e-3
 
 
 def test_jitter_is_the_mean_acceleration_in_mm():

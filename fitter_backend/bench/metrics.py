@@ -31,18 +31,23 @@ def neutral_face(model: HeadModel, identity: np.ndarray) -> np.ndarray:
     return lbs.forward(rig, lbs.Pose.for_model(model, identity, num_frames=1)).posed[0]
 
 
-def rigid_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``source`` (..., V, 3) moved by the rotation and translation (Kabsch, no scale) that
-    best fit it onto ``target`` (..., V, 3) in the least-squares sense."""
+def rigid_align(source: np.ndarray, target: np.ndarray, scale: bool = False) -> np.ndarray:
+    """``source`` (..., V, 3) moved by the rotation and translation (Kabsch), and with ``scale``
+    the uniform scale too (Umeyama; NoW's protocol), that best fit it onto ``target`` (..., V, 3)
+    in the least-squares sense."""
     source_mean = source.mean(axis=-2, keepdims=True)
     target_mean = target.mean(axis=-2, keepdims=True)
     a, b = source - source_mean, target - target_mean
-    u, _, vt = np.linalg.svd(np.swapaxes(a, -1, -2) @ b)          # (..., 3, 3) covariance
+    u, singular, vt = np.linalg.svd(np.swapaxes(a, -1, -2) @ b)   # (..., 3, 3) covariance
     # Reflections are not rigid motions: flip the weakest axis when det < 0.
     sign = np.sign(np.linalg.det(u @ vt))
     u[..., :, -1] *= sign[..., None]
     rotation = u @ vt                                             # a @ rotation ~= b
-    return a @ rotation + target_mean
+    factor = 1.0
+    if scale:
+        singular[..., -1] *= sign
+        factor = (singular.sum(axis=-1) / np.square(a).sum(axis=(-2, -1)))[..., None, None]
+    return factor * (a @ rotation) + target_mean
 
 
 def vertex_errors_mm(fitted: np.ndarray, truth: np.ndarray, align: bool = True) -> np.ndarray:
