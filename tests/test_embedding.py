@@ -62,7 +62,7 @@ def test_an_embedding_that_does_not_fit_the_head_is_refused(own_data, face_mesh)
     count = face_mesh.model.metadata.num_landmarks
     cached.parent.mkdir()
     np.savez(cached, triangle=np.full(count, len(model.triangles)), barycentric=np.full((count, 3), 1 / 3),
-             names=np.array([f"p{k}" for k in range(count)]))
+             names=np.array([f"p{k}" for k in range(count)]), spread_m=np.zeros(count))
     with pytest.raises(LandmarkModelError, match="does not fit"):
         embedding.load_embedding(model, face_mesh)
 
@@ -111,3 +111,28 @@ def test_inner_lip_points_are_placed_on_the_lip_they_belong_to_and_meet_when_it_
     at_rest = surface_points(rest[None], model.triangles, placed)[0]
     assert abs(at_rest[4, 1] - at_rest[13, 1]) < 0.5e-3       # the midpoints meet on the closed mouth
     np.testing.assert_array_equal(placed.triangle[[0, 8, 9, 17]], start.triangle[[0, 8, 9, 17]])  # corners stay
+
+
+def test_view_spread_is_how_far_the_views_put_a_point_apart():
+    nan = np.nan
+    positions = np.array([  # 4 views x 3 points
+        [[0, 0, 0], [0.002, 0, 0], [0, 0, 0]],
+        [[0, 0, 0], [-0.002, 0, 0], [nan, nan, nan]],
+        [[0, 0, 0], [0.002, 0, 0], [nan, nan, nan]],
+        [[0, 0, 0], [-0.002, 0, 0], [nan, nan, nan]],
+    ], dtype=float)
+    spread = embedding.view_spread(positions)
+    assert spread[0] == 0.0                                   # a point every view puts in one place
+    assert spread[1] == pytest.approx(0.002)                  # +-2 mm about its median
+    assert spread[2] == pytest.approx(np.percentile(spread[:2], 90))  # one view: no evidence it holds still
+
+
+def test_placed_embeddings_record_each_points_spread(face_mesh):
+    points = embedding.load_embedding(load_open_head(), face_mesh)
+    oval = list(face_mesh.model.metadata.regions["face_oval"])
+    lips = list(face_mesh.model.metadata.regions["lips"])
+    assert points.spread_m.shape == (len(points),) and np.all(points.spread_m >= 0)
+    # The face oval slides along the silhouette as the head turns; the lips hold still.
+    assert np.median(points.spread_m[oval]) > 1.3 * np.median(points.spread_m[lips])
+    subset = points.subset([points.names[k] for k in oval])
+    np.testing.assert_array_equal(subset.spread_m, points.spread_m[oval])

@@ -14,6 +14,7 @@ import numpy as np
 from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.initialise import initial_parameters
+from fitter_backend.fitting.placement import with_placement_sigma
 from fitter_backend.fitting.problem import (FitSettings, Layout, Observations, Parameters,
                                             validate_observations)
 from fitter_backend.fitting.sequence import FitResult, Progress, fit_sequence, frame_flags
@@ -36,8 +37,9 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     started = time.perf_counter()
     n = observations.num_frames
     layout = Layout.for_problem(model, cameras)
-    energy = ShotEnergy(model, landmarks, observations, settings)
     params, _ = initial_parameters(model, landmarks, observations, cameras)
+    # The calibration's fit_sequence widens its own sample's sigma; the frames use these.
+    energy = ShotEnergy(model, landmarks, with_placement_sigma(observations, model, landmarks, params), settings)
     log = SolveLog()
 
     def calibrate(seen: int) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.initialise import initial_parameters
+from fitter_backend.fitting.placement import with_placement_sigma
 from fitter_backend.fitting.problem import (FitSettings, Layout, Observations, Parameters,
                                             validate_observations)
 from fitter_backend.fitting.solver import Active, SolveLog, levenberg_marquardt
@@ -106,11 +107,11 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     validate_observations(observations, landmarks, model, cameras)
     started = time.perf_counter()
     layout = Layout.for_problem(model, cameras)
-    energy = ShotEnergy(model, landmarks, observations, settings)
     if initial is None:
         params, _ = initial_parameters(model, landmarks, observations, cameras)
     else:
         params = initial.copy()
+    energy = ShotEnergy(model, landmarks, with_placement_sigma(observations, model, landmarks, params), settings)
     # The start's energy over the whole shot, comparable with the final one (the solve's own
     # first energy may cover only the identity keyframes).
     energy_initial = energy.evaluate(layout.projected(params), layout, derivatives=False).energy

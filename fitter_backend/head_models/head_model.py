@@ -38,11 +38,14 @@ class SurfacePoints:
     triangle: (S,) int32 triangle index into ``HeadModel.triangles``.
     barycentric: (S, 3) float32 weights, rows sum to 1.
     names: S names (may be generic, e.g. ``"dense_000"``).
+    spread_m: (S,) metres a landmark model's point wanders over the surface between views of
+        the same head (how well one place explains it; landmarks/embedding.py), or None: 0.
     """
 
     triangle: np.ndarray
     barycentric: np.ndarray
     names: tuple[str, ...]
+    spread_m: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,12 +61,15 @@ class SurfacePoints:
         if missing:
             raise HeadModelError(f"surface points not defined on this head model: {missing[:5]}")
         rows = np.array([index[n] for n in names], dtype=np.int64)
-        return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names))
+        return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names),
+                             None if self.spread_m is None else self.spread_m[rows])
 
     def join(self, other: "SurfacePoints") -> "SurfacePoints":
         """These points followed by ``other``'s."""
+        spread = (None if self.spread_m is None and other.spread_m is None else
+                  np.concatenate([p.spread_m if p.spread_m is not None else np.zeros(len(p)) for p in (self, other)]))
         return SurfacePoints(np.concatenate([self.triangle, other.triangle]),
-                             np.concatenate([self.barycentric, other.barycentric]), self.names + other.names)
+                             np.concatenate([self.barycentric, other.barycentric]), self.names + other.names, spread)
 
 
 #: Regions inside the head (behind lids and lips), not its outer skin.

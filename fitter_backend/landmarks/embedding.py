@@ -15,12 +15,18 @@ landmarks saw and crossed the lips on closed mouths. Those points go onto the he
 edge (its iBUG points 60-67, found on the parted lips), at the same fraction of the mouth's
 width, on the lip they belong to (:func:`place_inner_lips`); the corners keep their place.
 
+Each point also records its spread (``SurfacePoints.spread_m``): how far apart the views put it
+on the same head, RMS about their median. A point that wanders (MediaPipe's cheeks and face
+oval slide with pose) is explained by no single place on the surface, and the fitter widens its
+sigma by that much (fitting/placement.py).
+
 This is set-up work: ``python -m fitter_backend setup`` (and ``setup --head HEAD`` for another
 head) computes it once per (head model, landmark model) into ``<data_dir>/embeddings/``; a fit
 job only loads it (:func:`load_embedding`) and fails clearly when it is missing or damaged.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,7 +48,7 @@ from fitter_backend.render.head_png import render_clay
 from fitter_backend.render.shading import vertex_normals
 from fitter_backend.video.frames import Frame
 
-EMBEDDING_VERSION = 2
+EMBEDDING_VERSION = 3
 VIEWS_DEG = ((0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (0.0, -12.0), (0.0, 12.0), (-12.0, 8.0), (12.0, -8.0))
 RENDER_SIZE_PX = 512
 MIN_FACING = 0.35  # cosine between the surface normal and the direction to the camera
@@ -111,7 +117,22 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     median = np.nanmedian(positions, axis=0)
     surface = MeshSurface(posed_vertices(model)[0], model.triangles, model.skin[model.triangles].all(axis=1))
     names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
-    return place_inner_lips(model, embed_points(median, names, surface), landmarker.model.metadata.contours)
+    points = place_inner_lips(model, embed_points(median, names, surface), landmarker.model.metadata.contours)
+    return dataclasses.replace(points, spread_m=view_spread(positions))
+
+
+def view_spread(positions: np.ndarray) -> np.ndarray:
+    """(K views, N, 3) rest positions (NaN where unseen) -> (N,) RMS distance of each point's
+    views from their median, in metres. Points seen in fewer than two views take the 90th
+    percentile of the others (no evidence that they hold still)."""
+    seen = np.isfinite(positions[..., 0])
+    with np.errstate(invalid="ignore"):
+        distance = np.linalg.norm(positions - np.nanmedian(positions, axis=0)[None], axis=-1)
+        spread = np.sqrt(np.nanmean(np.where(seen, distance ** 2, np.nan), axis=0))
+    few = seen.sum(axis=0) < 2
+    if few.any():
+        spread[few] = np.percentile(spread[~few], 90) if (~few).any() else 0.0
+    return spread
 
 
 def parted_lips_vertices(model: HeadModel) -> np.ndarray | None:
@@ -169,7 +190,7 @@ def place_inner_lips(model: HeadModel, points: SurfacePoints, contours: dict[str
         on_lip = skin & model.regions[region][model.triangles].any(axis=1) if region in model.regions else skin
         hits = embed_points(targets, tuple(points.names[k] for k in between), MeshSurface(parted, model.triangles, on_lip))
         triangle[between], barycentric[between] = hits.triangle, hits.barycentric
-    return SurfacePoints(triangle, barycentric, points.names)
+    return dataclasses.replace(points, triangle=triangle, barycentric=barycentric)
 
 
 def _explicit_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints | None:
@@ -196,12 +217,13 @@ def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> Surface
         with np.load(path, allow_pickle=False) as data:
             points = SurfacePoints(np.asarray(data["triangle"], dtype=np.int32),
                                    np.asarray(data["barycentric"], dtype=np.float32),
-                                   tuple(str(n) for n in data["names"]))
+                                   tuple(str(n) for n in data["names"]), np.asarray(data["spread_m"], dtype=np.float64))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise LandmarkModelError(f"the landmark embedding {path} is damaged ({type(error).__name__}); "
                                  "run `python -m fitter_backend setup` to compute it again") from None
     count = landmarker.model.metadata.num_landmarks
     if (points.triangle.shape != (count,) or points.barycentric.shape != (count, 3) or len(points.names) != count
+            or points.spread_m.shape != (count,) or not np.all(np.isfinite(points.spread_m) & (points.spread_m >= 0))
             or points.triangle.min(initial=0) < 0 or points.triangle.max(initial=0) >= len(model.triangles)):
         raise LandmarkModelError(f"the landmark embedding {path} does not fit {name!r} on {model.name!r}; "
                                  "run `python -m fitter_backend setup` to compute it again")
@@ -214,7 +236,8 @@ def _write_cache(path: Path, points: SurfacePoints) -> None:
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         with open(partial, "wb") as handle:
-            np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names))
+            np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names),
+                     spread_m=points.spread_m)
             handle.flush()
             os.fsync(handle.fileno())
         partial.replace(path)
