@@ -125,11 +125,9 @@ def view_spread(positions: np.ndarray) -> np.ndarray:
     """(K views, N, 3) rest positions (NaN where unseen) -> (N,) RMS distance of each point's
     views from their median, in metres. Points seen in fewer than two views take the 90th
     percentile of the others (no evidence that they hold still)."""
-    seen = np.isfinite(positions[..., 0])
-    with np.errstate(invalid="ignore"):
-        distance = np.linalg.norm(positions - np.nanmedian(positions, axis=0)[None], axis=-1)
-        spread = np.sqrt(np.nanmean(np.where(seen, distance ** 2, np.nan), axis=0))
-    few = seen.sum(axis=0) < 2
+    distance = np.linalg.norm(positions - np.nanmedian(positions, axis=0)[None], axis=-1)  # NaN where unseen
+    spread = np.sqrt(np.nanmean(distance ** 2, axis=0))
+    few = np.isfinite(distance).sum(axis=0) < 2
     if few.any():
         spread[few] = np.percentile(spread[~few], 90) if (~few).any() else 0.0
     return spread
@@ -172,16 +170,17 @@ def place_inner_lips(model: HeadModel, points: SurfacePoints, contours: dict[str
     rest = posed_vertices(model)[0]
     ibug_rest, ibug_parted = (surface_points(v[None], model.triangles, model.semantic_points.subset(ibug))[0]
                               for v in (rest, parted))
-    at = dict(zip(range(60, 68), range(8)))
-    # Fraction of the width from the subject's right corner (ibug_60) to the left one (ibug_64).
-    right_x, left_x = ibug_rest[at[60], 0], ibug_rest[at[64], 0]
+    # Rows of ibug_rest / ibug_parted are iBUG 60..67. Fraction of the width from the subject's
+    # right corner (ibug_60) to the left one (ibug_64).
+    right_x, left_x = ibug_rest[0, 0], ibug_rest[4, 0]
     fraction = lambda x: (x - right_x) / (left_x - right_x)  # noqa: E731
     now = surface_points(rest[None], model.triangles, points)[0]
     triangle, barycentric = points.triangle.copy(), points.barycentric.copy()
     skin = model.skin[model.triangles].all(axis=1)
     for name in wanted:
         head_ids, region = HEAD_INNER_LIPS[name]
-        edge_rest, edge_parted = ibug_rest[[at[k] for k in head_ids]], ibug_parted[[at[k] for k in head_ids]]
+        rows = [k - 60 for k in head_ids]
+        edge_rest, edge_parted = ibug_rest[rows], ibug_parted[rows]
         order = np.argsort(fraction(edge_rest[:, 0]))
         along = fraction(edge_rest[order, 0])
         between = list(contours[name][1:-1])
