@@ -12,6 +12,7 @@ from tests.conftest import FIXTURES
 from fitter_backend.evaluation.capture_measures import (
     IBUG_NAMES,
     event_recall_precision,
+    eye_corner_distance_mm,
     gap_and_width,
     opening_ratios,
     outside_unit_range,
@@ -56,6 +57,18 @@ def test_weights_outside_unit_range_allow_a_small_tolerance():
     assert outside_unit_range(np.array([0.0, 1.0, -0.005, 1.005, -0.2, 1.3])) == pytest.approx(2 / 6)
 
 
+def test_eye_corner_distance_is_the_neutral_heads_outer_corners_apart_in_mm():
+    from fitter_backend.head_models.open_head import load_open_head
+
+    model = load_open_head()
+    corners = model.semantic_points.subset(("ibug_36", "ibug_45"))
+    rest = np.einsum("nk,nkc->nc", corners.barycentric, model.template[model.triangles[corners.triangle]])
+    mean_mm = eye_corner_distance_mm(model, np.zeros(model.num_identity))
+    assert mean_mm == pytest.approx(1000 * np.linalg.norm(rest[0] - rest[1]), rel=1e-4) and 60 < mean_mm < 110
+    actor = np.random.default_rng(3).standard_normal(model.num_identity)
+    assert abs(eye_corner_distance_mm(model, actor) / mean_mm - 1) > 1e-3   # follows the identity
+
+
 def blink_scene():
     """The open head facing the camera 0.5 m away, eyes open (frame 0) and shut (frame 1):
     model, vertices (2, V, 3) and cameras, as the sample clip renders them."""
@@ -98,6 +111,28 @@ def test_rendered_eyes_have_a_dark_iris_and_pupil_on_white(blink_frames):
         pupil = image[row - 1:row + 2, col - 1:col + 2].mean()
         sclera = image[row - 3:row + 4, col - 14:col + 15].max()  # beside the iris, between the lids
         assert pupil < 0.25 * sclera, (pupil, sclera)
+
+
+def test_each_rendered_pixel_averages_its_samples_as_a_sensor_does():
+    # Point-sampled pixels aliased the seam of a shut eye into specks of white eyeball.
+    import dataclasses
+
+    import cv2
+
+    from fitter_backend.sample_clip import SUPERSAMPLE, _albedo, eyeball_directions, render_frame
+
+    model, vertices, cameras = blink_scene()
+    paint = (_albedo(model), eyeball_directions(model))
+    image = render_frame(model, vertices[1], cameras, 0, *paint)
+    assert SUPERSAMPLE >= 2 and image.shape == (320, 320, 3)
+    fine_cameras = dataclasses.replace(cameras, image_size_px=cameras.image_size_px * SUPERSAMPLE,
+                                       focal_px=cameras.focal_px * SUPERSAMPLE)
+    fine = render_frame(model, vertices[1], fine_cameras, 0, *paint, supersample=1)
+    averaged = fine.reshape(320, SUPERSAMPLE, 320, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(image, averaged, atol=1e-5)
+    point_sampled = render_frame(model, vertices[1], cameras, 0, *paint, supersample=1)
+    outline = np.abs(point_sampled - image).max(axis=2) > 0.05   # mixed pixels: edges, the lid seam
+    assert 0.002 < outline.mean() < 0.2
 
 
 def eye_ratios(landmarker, frame) -> np.ndarray:

@@ -127,6 +127,20 @@ def test_view_spread_is_how_far_the_views_put_a_point_apart():
     assert spread[2] == pytest.approx(np.percentile(spread[:2], 90))  # one view: no evidence it holds still
 
 
+def test_a_point_no_view_saw_head_on_keeps_its_most_frontal_view():
+    nan = np.nan
+    positions = np.array([  # 3 views x 3 points; the last point fell off the head in the first view
+        [[0, 0, 0], [0.001, 0, 0], [nan, nan, nan]],
+        [[0, 0, 0], [0.002, 0, 0], [0.003, 0, 0]],
+        [[0, 0, 0], [0.004, 0, 0], [0.005, 0, 0]],
+    ], dtype=float)
+    facing = np.array([[0.9, 0.2, 0.0], [0.8, 0.3, 0.1], [0.2, 0.1, 0.05]])
+    kept = embedding.head_on_positions(positions, facing)
+    np.testing.assert_array_equal(np.isfinite(kept[..., 0]), [[True, False, False], [True, True, True],
+                                                             [False, False, False]])
+    assert kept[1, 1, 0] == 0.002 and kept[1, 2, 0] == 0.003  # grazing points: their most frontal hit
+
+
 def test_placed_embeddings_record_each_points_spread(face_mesh):
     points = embedding.load_embedding(load_open_head(), face_mesh)
     oval = list(face_mesh.model.metadata.regions["face_oval"])

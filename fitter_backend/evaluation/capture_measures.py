@@ -60,6 +60,16 @@ def head_frame_vertices(model, identity: np.ndarray, expression: np.ndarray, rot
     return posed_vertices(model, identity, expression, local)
 
 
+def eye_corner_distance_mm(model, identity: np.ndarray) -> float:
+    """The neutral head's outer eye corners (iBUG 36 to 45) apart, in mm: its size (adults
+    measure about 86-92 mm between the outer canthi)."""
+    from fitter_backend.head_models.lbs import posed_vertices, surface_points
+
+    corners = surface_points(posed_vertices(model, identity), model.triangles,
+                             model.semantic_points.subset(("ibug_36", "ibug_45")))[0]
+    return float(1000.0 * np.linalg.norm(corners[0] - corners[1]))
+
+
 def opening_ratios(points: np.ndarray) -> dict[str, np.ndarray]:
     """points (..., 68, D) -> gap / width for ``eye_right``, ``eye_left`` and ``mouth`` (...)."""
     out = {}

@@ -27,6 +27,7 @@ from fitter_backend.evaluation.capture_measures import (
     IBUG_NAMES,
     FittedShot,
     correlation,
+    eye_corner_distance_mm,
     load_fitted_shot,
     opening_ratios,
     outside_unit_range,
@@ -133,6 +134,7 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
     face = model.regions["face"] & model.skin
     vertices = posed_vertices(model, shot.identity, shot.expression, shot.rotations, shot.translation_m)
     summary["jitter_mm"] = jitter_mm(vertices[:, face])
+    summary["eye_corners_mm"] = eye_corner_distance_mm(model, shot.identity)
     return summary
 
 

@@ -27,6 +27,7 @@ from fitter_backend.evaluation.capture_measures import (
     INNER_LIPS,
     correlation,
     event_recall_precision,
+    eye_corner_distance_mm,
     gap_and_width,
     head_frame_vertices,
     load_fitted_shot,
@@ -113,6 +114,11 @@ def _ibug(model: HeadModel, vertices: np.ndarray) -> np.ndarray:
     return surface_points(vertices, model.triangles, model.semantic_points.subset(IBUG_NAMES))
 
 
+def _rms_radius(points: np.ndarray) -> float:
+    """(V, 3) -> RMS distance of the points from their centroid."""
+    return float(np.sqrt(np.mean(np.sum((points - points.mean(axis=0)) ** 2, axis=1))))
+
+
 def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float]:
     """Compare the fit in ``folder`` with ``truth`` (see :func:`render_capture_clip`)."""
     shot = load_fitted_shot(folder)
@@ -146,10 +152,11 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
     out["arkit_outside_pct"] = 100 * outside_unit_range(shot.expression)
     neutral_fit = posed_vertices(model, shot.identity)[0]
     neutral_true = posed_vertices(model, truth["identity"])[0]
-    eye_width = [np.linalg.norm(np.diff(_ibug(model, v[None])[0, [36, 45]], axis=0))
-                 for v in (neutral_fit, neutral_true)]
-    out["head_size_err_pct"] = 100 * (eye_width[0] / eye_width[1] - 1)
+    out["head_size_err_pct"] = 100 * (eye_corner_distance_mm(model, shot.identity)
+                                      / eye_corner_distance_mm(model, truth["identity"]) - 1)
     face = model.regions["face"] & model.skin
+    # The whole face's size (RMS distance from its centre), beside the eye corners alone.
+    out["face_size_err_pct"] = 100 * (_rms_radius(neutral_fit[face]) / _rms_radius(neutral_true[face]) - 1)
     out["depth_err_pct"] = 100 * float(np.mean(fitted[:, face, 2].mean(1) / true_v[:, face, 2].mean(1)) - 1)
     out["focal_err_pct"] = 100 * float(shot.cameras.focal_px[0] / truth["cameras"].focal_px[0] - 1)
     for key, scale in (("shape_aligned_mm", True), ("shape_rigid_mm", False)):  # NoW aligns with scale
@@ -196,6 +203,7 @@ ROWS = (
     ("jawOpen_corr", "fit: jawOpen corr. with true lip gap", ">= 0.8"),
     ("arkit_outside_pct", "fit: ARKit weights outside [0,1] %", "0"),
     ("head_size_err_pct", "fit: head size error % (eye corners)", "+-5"),
+    ("face_size_err_pct", "fit: face size error % (RMS about centre)", ""),
     ("depth_err_pct", "fit: depth error %", ""),
     ("focal_err_pct", "fit: focal error %", "+-10"),
     ("shape_aligned_mm", "fit: face shape, NoW-aligned (+scale), mm", "<= 1.5"),

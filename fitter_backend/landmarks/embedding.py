@@ -72,8 +72,8 @@ def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
 
 
 def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray, np.ndarray]:
-    """Rest positions (K views, N, 3) of each predicted point (NaN where the view does not see
-    it head-on) and the facing cosines (K, N)."""
+    """Rest positions (K views, N, 3) of each predicted point (NaN where it fell off the head)
+    and the facing cosines (K, N) of the surface there (0 off the head)."""
     vertices = posed_vertices(model)[0]
     num = landmarker.model.metadata.num_landmarks
     positions = np.full((len(VIEWS_DEG), num, 3), np.nan)
@@ -96,29 +96,35 @@ def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray,
         with np.errstate(invalid="ignore", divide="ignore"):  # pixels off the head have no normal
             cosine = np.einsum("nc,nc->n", normals / np.linalg.norm(normals, axis=1, keepdims=True),
                                -centres / np.linalg.norm(centres, axis=1, keepdims=True))
-        seen = hit & (cosine > MIN_FACING)
-        positions[k, seen] = rest[seen]
+        positions[k, hit] = rest[hit]
         facing[k] = np.where(hit, cosine, 0.0)
     return positions, facing
 
 
 def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
     positions, facing = observe_views(model, landmarker)
-    seen = np.isfinite(positions[..., 0])
-    if not seen.any(axis=0).all():
-        # Points no view saw head-on: take the most frontal view that hit the surface at all.
-        missing = ~seen.any(axis=0)
-        if (facing[:, missing] <= 0).all(axis=0).any():
-            raise LandmarkModelError(
-                f"the landmark model {landmarker.model.metadata.name!r} did not find the face of head model "
-                f"{model.name!r} in its renders; cannot place {int(missing.sum())} of its points on the head")
-        raise LandmarkModelError(f"{int(missing.sum())} landmarks of {landmarker.model.metadata.name!r} fall on "
-                                 f"surfaces of {model.name!r} that no render saw head-on")
+    hit = np.isfinite(positions[..., 0])
+    if not hit.any(axis=0).all():
+        raise LandmarkModelError(
+            f"the landmark model {landmarker.model.metadata.name!r} did not find the face of head model "
+            f"{model.name!r} in its renders; cannot place {int((~hit.any(axis=0)).sum())} of its points on the head")
+    positions = head_on_positions(positions, facing)
     median = np.nanmedian(positions, axis=0)
     surface = MeshSurface(posed_vertices(model)[0], model.triangles, model.skin[model.triangles].all(axis=1))
     names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
     points = place_inner_lips(model, embed_points(median, names, surface), landmarker.model.metadata.contours)
     return dataclasses.replace(points, spread_m=view_spread(positions))
+
+
+def head_on_positions(positions: np.ndarray, facing: np.ndarray) -> np.ndarray:
+    """(K views, N, 3) rest positions and (K, N) facing cosines -> the positions of the views that
+    saw each point's surface head-on (facing > MIN_FACING), NaN elsewhere. A point that no view saw
+    head-on (one on the side of the jaw) keeps the most frontal view that hit the head at all."""
+    hit = np.isfinite(positions[..., 0])
+    head_on = hit & (facing > MIN_FACING)
+    grazing = np.flatnonzero(~head_on.any(axis=0) & hit.any(axis=0))
+    head_on[np.argmax(np.where(hit, facing, -np.inf), axis=0)[grazing], grazing] = True
+    return np.where(head_on[..., None], positions, np.nan)
 
 
 def view_spread(positions: np.ndarray) -> np.ndarray:
