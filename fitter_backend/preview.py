@@ -50,8 +50,9 @@ def draw_overlay(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, 
         mesh = np.clip(255 * shaded[..., ::-1] ** (1 / 2.2), 0, 255).astype(np.uint8)
         mask = raster.mask[..., None]
         image = np.where(mask, (MESH_ALPHA * mesh + (1 - MESH_ALPHA) * image).astype(np.uint8), image)
-    if mu_px is not None and np.isfinite(mu_px).all():
-        for (x, y), colour in zip(mu_px, sigma_colours(sigma_px)):
+    if mu_px is not None:
+        seen = np.isfinite(mu_px).all(axis=1)  # a point can be missing alone (an iris under a shut lid)
+        for (x, y), colour in zip(mu_px[seen], sigma_colours(sigma_px[seen])):
             cv2.circle(image, (int(round(x - 0.5)), int(round(y - 0.5))), 1, tuple(int(c) for c in colour), -1,
                        lineType=cv2.LINE_AA)
     cv2.putText(image, caption, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)

@@ -10,6 +10,7 @@ import numpy as np
 
 from fitter_backend.fitting.cameras import Cameras, project
 from fitter_backend.fitting.synthetic import FPS, performance
+from fitter_backend.head_models.eyes import eyeball_centres, eyeball_vertices
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices
 from fitter_backend.render.rasterise import RasterBuffers, interpolate, rasterise
@@ -44,15 +45,10 @@ def eyeball_directions(model: HeadModel) -> np.ndarray:
     """(V, 3) unit direction of each eyeball vertex from its eyeball's centre, in the rest
     frame (forward is +Z; the value travels with the vertex as the eye turns); zero elsewhere."""
     directions = np.zeros((model.num_vertices, 3), np.float32)
-    if "eyeballs" not in model.regions:
-        return directions
-    eyeballs = model.regions["eyeballs"]
-    for side in (model.template[:, 0] < 0, model.template[:, 0] >= 0):
-        ids = np.flatnonzero(eyeballs & side)
-        if len(ids):
-            # The box's centre: the mesh is denser over the cornea, so its mean lies off-centre.
-            offsets = model.template[ids] - (model.template[ids].min(axis=0) + model.template[ids].max(axis=0)) / 2
-            directions[ids] = offsets / np.linalg.norm(offsets, axis=1, keepdims=True)
+    eyeballs = [ids for ids in eyeball_vertices(model) if len(ids)]
+    for ids, centre in zip(eyeballs, eyeball_centres(model.template, eyeballs)):
+        offsets = model.template[ids] - centre
+        directions[ids] = offsets / np.linalg.norm(offsets, axis=1, keepdims=True)
     return directions
 
 

@@ -153,9 +153,47 @@ def test_iris_refined_lids_close_where_the_face_mesh_stays_open(models, blink_fr
     refined_closed_over_open = eye_ratios(refined, blink_frames[1]) / eye_ratios(refined, blink_frames[0])
     assert np.all(mesh_closed_over_open > 0.7)          # the face mesh barely closes its lids
     assert np.all(refined_closed_over_open < 0.4)
-    assert refined.landmark_set == mesh.landmark_set and refined.model.metadata.name == "face_mesh_468_iris"
+    assert refined.landmark_set == mesh.landmark_set + "_iris" and refined.model.metadata.name == "face_mesh_468_iris"
     lid = 159  # upper lid of the subject's right eye: measured sigma of the refined lids
     assert refined.model.metadata.sigma_roi_fraction[lid] < mesh.model.metadata.sigma_roi_fraction[lid]
+
+
+def test_iris_centres_are_on_the_pupils_and_missing_under_a_shut_lid(models, blink_frames):
+    from fitter_backend.fitting.cameras import project
+    from fitter_backend.head_models.eyes import pupil_surface_points
+    from fitter_backend.head_models.lbs import surface_points
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.eye_refine import IRIS_CENTRES
+
+    refined = load_landmarker("face_mesh_468_iris", progress=lambda m: None)
+    centres = [refined.semantic_points[name] for name in IRIS_CENTRES.values()]
+    assert refined.num_landmarks == 470 and centres == [468, 469] and refined.metadata.regions["irises"] == (468, 469)
+    model, vertices, cameras = blink_scene()
+    pupils = project(surface_points(vertices[:1], model.triangles, pupil_surface_points(model)), cameras, 0,
+                     derivatives=False).pixels[0]                  # left, right
+    opened, shut = (eye_result(refined, frame) for frame in blink_frames)
+    found = opened.mu_px[centres][::-1]                            # right, left -> left, right
+    assert np.all(np.linalg.norm(found - pupils, axis=1) < 3.0)   # on the painted pupils (eyes 30 px wide)
+    assert np.all(np.isfinite(opened.sigma_px[centres]))
+    assert np.isnan(shut.mu_px[centres]).all() and np.isinf(shut.sigma_px[centres]).all()
+    assert np.isfinite(shut.mu_px[:468]).all()                     # the shut lids themselves are seen
+
+
+def test_lid_opening_is_the_gap_across_the_corners_line_over_the_width():
+    from fitter_backend.landmarks.eye_refine import lid_opening
+
+    lids = np.zeros((16, 2))
+    lids[:9, 0], lids[9:, 0] = np.linspace(0, 30, 9), np.linspace(3.75, 26.25, 7)
+    lids[1:8, 1], lids[9:, 1] = 4.0, -5.0                          # lower lid 4 px below, upper 5 px above
+    rotation = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    assert lid_opening(lids) == pytest.approx(0.3) and lid_opening(lids @ rotation.T + 7) == pytest.approx(0.3)
+
+
+def eye_result(landmarker, frame):
+    landmarker.reset()
+    result = landmarker.process([frame])[0]
+    assert result.valid and result.mu_px.shape == (landmarker.num_landmarks, 2)
+    return result
 
 
 @pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")

@@ -141,6 +141,23 @@ def test_a_point_no_view_saw_head_on_keeps_its_most_frontal_view():
     assert kept[1, 1, 0] == 0.002 and kept[1, 2, 0] == 0.003  # grazing points: their most frontal hit
 
 
+def test_iris_centres_are_placed_on_the_pupils_of_their_own_eyeballs(face_mesh):
+    from fitter_backend.head_models.eyes import eyeball_vertices, pupils_at_rest
+    from fitter_backend.head_models.lbs import surface_points
+
+    model = load_open_head()
+    start = embedding.load_embedding(model, face_mesh)
+    placed, moved = embedding.place_on_eyeballs(model, start, {"iris_centre_R": 5, "iris_centre_L": 9, "ibug_30": 1})
+    assert sorted(moved.tolist()) == [5, 9]
+    at_rest = surface_points(model.template[None], model.triangles, placed)[0]
+    pupils = pupils_at_rest(model, model.template)                       # left, right
+    assert np.linalg.norm(at_rest[9] - pupils[0]) < 0.5e-3 and np.linalg.norm(at_rest[5] - pupils[1]) < 0.5e-3
+    left, right = (np.isin(model.triangles[placed.triangle[k]], ids).all() for k, ids in zip((9, 5), eyeball_vertices(model)))
+    assert left and right                                                # on the eyeball, not the lid
+    untouched = np.setdiff1d(np.arange(len(start)), moved)
+    np.testing.assert_array_equal(placed.triangle[untouched], start.triangle[untouched])
+
+
 def test_placed_embeddings_record_each_points_spread(face_mesh):
     points = embedding.load_embedding(load_open_head(), face_mesh)
     oval = list(face_mesh.model.metadata.regions["face_oval"])

@@ -200,6 +200,19 @@ def test_monocular_fit_recovers_identity_focal_and_motion(open_head):
     assert all(flags == [] for flags in result.flags)
 
 
+def test_points_on_the_pupils_turn_the_eyes_after_the_gaze(open_head):
+    from fitter_backend.evaluation.capture_measures import gaze_error_deg
+    from fitter_backend.head_models.eyes import pupil_surface_points
+
+    landmarks = synthetic.area_sampled_points(open_head, 200, seed=14).join(pupil_surface_points(open_head))
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=12, seed=15, yaw_deg=20, noise_px=0.2,
+                               outlier_fraction=0.0)
+    result = sequence.fit_sequence(open_head, landmarks, shot.observations, shot.cameras)
+    ahead = gaze_error_deg(open_head, np.zeros_like(shot.truth.rotations), shot.truth.rotations)
+    assert np.median(ahead) > 4.0                       # the actor looks around
+    assert np.median(gaze_error_deg(open_head, result.params.rotations, shot.truth.rotations)) < 2.0
+
+
 def test_multiview_fit_recovers_camera_poses(open_head):
     landmarks = synthetic.area_sampled_points(open_head, 200, seed=6)
     shot = synthetic.make_shot(open_head, landmarks, num_frames=8, num_cameras=3, seed=7, yaw_deg=20,

@@ -82,11 +82,12 @@ def test_result_folder_has_every_file_and_they_agree(fitted):
     assert report["fit"]["median_frame_rms"] < 1.0  # residuals within the landmarks' sigma
     assert set(report["timings"]) >= {"landmarks_s", "fit_s", "previews_s", "total_s"}
     track = LandmarkTrack.load_npz(out / "landmarks.npz")
-    # The default landmarks: MediaPipe's 468 face points, then the dense network's head points.
-    assert track.landmark_set.startswith("mediapipe_468+dense_320") and track.valid.all()
+    # The default landmarks: MediaPipe's 468 face points and 2 iris centres, then the dense
+    # network's head points.
+    assert track.landmark_set.startswith("mediapipe_468_iris+dense_320") and track.valid.all()
     default = load_landmarker(DEFAULT_LANDMARKS, progress=lambda m: None)
     assert track.mu_px.shape == (CLIP_FRAMES, 1, default.num_landmarks, 2) and default.num_landmarks > 468
-    assert np.isfinite(track.mu_px[:, :, :468]).all()
+    assert np.isfinite(track.mu_px[:, :, :468]).all()  # the iris centres go missing where the lids read half shut
     np.testing.assert_array_equal(track.frame_indices, np.arange(CLIP_FRAMES))
     with np.load(out / "fit.npz", allow_pickle=False) as fit:
         assert fit["expression"].shape[0] == CLIP_FRAMES and np.isfinite(fit["translation_m"]).all()
@@ -330,3 +331,18 @@ def test_multiview_shot_fits_with_its_calibration(tmp_path):
         assert fit["focal_px"].tolist() == [focal, focal]  # calibrated: held fixed
         assert np.allclose(fit["camera_rotation"][1], cameras.rotation[1])
     assert report["fit"]["median_frame_rms"] < 1.0
+
+
+def test_overlay_draws_the_landmarks_seen_when_one_is_missing():
+    # An iris centre under a shut lid is missing alone; the other landmarks stay drawn.
+    from types import SimpleNamespace
+
+    from fitter_backend.preview import draw_overlay
+
+    model = load_open_head()
+    far_away = model.template + np.array([50.0, 0.0, -1.0])          # the mesh out of the picture
+    result = SimpleNamespace(params=SimpleNamespace(cameras=Cameras.monocular(64, 64, focal_px=60.0)))
+    black = np.zeros((64, 64, 3), np.uint8)
+    mu = np.array([[20.5, 20.5], [np.nan, np.nan], [40.5, 40.5]])
+    image = draw_overlay(black, model, far_away, result, 0, mu, np.ones(3), "")
+    assert image[20, 20].any() and image[40, 40].any() and not image[55:, :].any()

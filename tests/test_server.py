@@ -230,9 +230,9 @@ def test_a_whole_head_job_fits_face_mesh_and_dense_head_points_together(server, 
         "kind": "video", "paths": [str(sample_clip)], "frame_start": 0, "frame_end": 3}))
     server.wait("done", "whole", timeout_s=300)
     with np.load(tmp_path / "whole" / "landmarks.npz") as track:
-        # MediaPipe's 468 face points, then the dense ears, neck and back of head (14 + 35 + 52)
-        assert track["mu_px"].shape == (4, 1, 468 + 101, 2) and np.isfinite(track["mu_px"][:, :, :468]).all()
-        assert str(track["landmark_set"]).startswith("mediapipe_468+dense_320[")
+        # MediaPipe's 468 face points and 2 iris centres, then the dense ears, neck and back of head (14 + 35 + 52)
+        assert track["mu_px"].shape == (4, 1, 470 + 101, 2) and np.isfinite(track["mu_px"][:, :, :468]).all()
+        assert str(track["landmark_set"]).startswith("mediapipe_468_iris+dense_320[")
     assert json.loads((tmp_path / "whole" / "result.json").read_text())["landmarks"] == "whole_head"
 
 

@@ -70,6 +70,27 @@ def eye_corner_distance_mm(model, identity: np.ndarray) -> float:
     return float(1000.0 * np.linalg.norm(corners[0] - corners[1]))
 
 
+def gaze_directions(model, rotations: np.ndarray) -> np.ndarray:
+    """(N, J, 3) axis-angle joint rotations -> (N, 2, 3) each eye's gaze in the head's frame (its
+    joint's turn of the forward axis, +Z), in the head model's ``eyeball_joints`` order."""
+    from fitter_backend.head_models.lbs import rodrigues
+
+    return rodrigues(rotations[:, model.eyeball_joints])[..., :, 2]
+
+
+def gaze_error_deg(model, fitted_rotations: np.ndarray, true_rotations: np.ndarray) -> np.ndarray:
+    """(N, 2) angle in degrees between the fitted and the true gaze of each eye."""
+    cosine = np.einsum("nec,nec->ne", gaze_directions(model, fitted_rotations), gaze_directions(model, true_rotations))
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def gaze_correlation(model, fitted_rotations: np.ndarray, true_rotations: np.ndarray) -> np.ndarray:
+    """(2,) per eye, the mean of the correlations of the fitted with the true gaze's sideways (X)
+    and vertical (Y) components over the frames: does the eye follow, whatever its offset."""
+    fitted, true = gaze_directions(model, fitted_rotations), gaze_directions(model, true_rotations)
+    return np.array([np.mean([correlation(fitted[:, e, c], true[:, e, c]) for c in (0, 1)]) for e in range(2)])
+
+
 def opening_ratios(points: np.ndarray) -> dict[str, np.ndarray]:
     """points (..., 68, D) -> gap / width for ``eye_right``, ``eye_left`` and ``mouth`` (...)."""
     out = {}

@@ -33,6 +33,7 @@ from fitter_backend.evaluation.capture_measures import (
     outside_unit_range,
 )
 from fitter_backend.fitting.cameras import project
+from fitter_backend.head_models.eyes import pupil_surface_points
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 
@@ -152,8 +153,8 @@ def _front_edges(model: HeadModel, camera_points: np.ndarray) -> np.ndarray:
 def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, shot: FittedShot, t: int,
                  fitted_px: np.ndarray, caption: str) -> np.ndarray:
     """A BGR crop around the face (TILE_PX square) showing the fitted mesh's face wireframe, its
-    eye and inner-lip contours (green) and the landmarks' (red), with the eyes EYE_ZOOM times
-    larger in a strip below."""
+    eye and inner-lip contours (green) and the landmarks' (red), its pupils (cyan rings) and the
+    landmarks' iris centres (red dots), with the eyes EYE_ZOOM times larger in a strip below."""
     landmarks = shot.landmark_ibug()[t]
     centre = np.nanmean(landmarks, axis=0)
     side = 1.5 * float(np.nanmax(np.nanmax(landmarks, 0) - np.nanmin(landmarks, 0)))
@@ -174,6 +175,15 @@ def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, 
                       shift=4)
         for point in to_tile(landmarks[list(contour)] - 0.5):
             cv2.circle(tile, tuple(int(v) for v in point), 2 * 16, (40, 40, 240), -1, cv2.LINE_AA, shift=4)
+    # Gaze: the fitted pupils (cyan rings) and the landmarks' iris centres (red dots).
+    pupils = surface_points(vertices[None], model.triangles, pupil_surface_points(model))
+    pupils_px = project(pupils, shot.cameras, 0, derivatives=False).pixels[0]
+    for pupil in to_tile(pupils_px - 0.5):
+        cv2.circle(tile, tuple(int(v) for v in pupil), 3 * 16, (230, 230, 40), 1, cv2.LINE_AA, shift=4)
+    for name in ("iris_centre_L", "iris_centre_R"):
+        if name in shot.semantic_points and np.all(np.isfinite(shot.mu_px[t, shot.semantic_points[name]])):
+            centre = to_tile(shot.mu_px[t, shot.semantic_points[name]] - 0.5)
+            cv2.circle(tile, tuple(int(v) for v in centre), 16, (40, 40, 240), -1, cv2.LINE_AA, shift=4)
     eyes = np.clip(((landmarks[36:48].mean(0) - offset) * scale).round().astype(int),
                    [TILE_PX // (2 * EYE_ZOOM), TILE_PX // (6 * EYE_ZOOM)],
                    [TILE_PX - TILE_PX // (2 * EYE_ZOOM), TILE_PX - TILE_PX // (6 * EYE_ZOOM)])

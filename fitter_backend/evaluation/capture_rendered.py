@@ -1,11 +1,12 @@
-"""Capture fidelity on clips the project renders with known blinks, winks, squints, wide eyes
-and jaw and lip motion (issue 13's evaluation, rendered half).
+"""Capture fidelity on clips the project renders with known blinks, winks, squints, wide eyes,
+gaze shifts and jaw and lip motion (issue 13's evaluation, rendered half).
 
 Each clip is the open head with a random identity turning up to ``yaw_deg``, performing a
-fixed script of eye and mouth events (:func:`scripted_expressions`), rendered by the
+fixed script of eye and mouth events (:func:`scripted_expressions`) and gaze shifts
+(:func:`scripted_gaze`), rendered by the
 project's rasteriser at a known focal length and distance, then fitted by the product's own
 job (:func:`fitter_backend.pipeline.fit_videos`). The fit is compared with the truth:
-lid openings and blink events per eye, the inner-lip gap, ARKit weights outside [0, 1],
+lid openings, blink events and gaze per eye, the inner-lip gap, ARKit weights outside [0, 1],
 head size, depth and focal, face shape (aligned with scale as NoW does, aligned without it, and
 in camera space) and jitter; and the
 landmark stage alone: how well its lid and lip gaps follow the true ones.
@@ -28,6 +29,8 @@ from fitter_backend.evaluation.capture_measures import (
     correlation,
     event_recall_precision,
     eye_corner_distance_mm,
+    gaze_correlation,
+    gaze_error_deg,
     gap_and_width,
     head_frame_vertices,
     load_fitted_shot,
@@ -91,6 +94,22 @@ def scripted_expressions(model: HeadModel, num_frames: int, rng: np.random.Gener
     return expression
 
 
+#: Gaze shifts on top of the performance's small eye motion, as fractions of the clip: (start,
+#: stop, eye-joint axis-angle in radians): to the subject's left, to the right, then down.
+#: Frames whose eyes look at least this far from straight ahead count as a gaze shift.
+GAZE_SHIFT_DEG = 10.0
+GAZE_SCRIPT = ((0.20, 0.30, (0.0, 0.35, 0.0)), (0.44, 0.54, (0.0, -0.35, 0.0)), (0.66, 0.74, (0.2, 0.0, 0.0)))
+
+
+def scripted_gaze(num_frames: int) -> np.ndarray:
+    """(N, 3) eye-joint rotations (both eyes) of :data:`GAZE_SCRIPT`, eased in and out."""
+    gaze = np.zeros((num_frames, 3))
+    for start, stop, rotation in GAZE_SCRIPT:
+        first, last = int(round(start * num_frames)), int(round(stop * num_frames))
+        gaze[first:last] += _bump(last - first)[:, None] * np.asarray(rotation)
+    return gaze
+
+
 def render_capture_clip(model: HeadModel, path: Path, num_frames: int, seed: int, yaw_deg: float,
                         size_px: int = 512) -> dict:
     """Render one scripted clip; returns its truth: identity, expression, vertices (N, V, 3)
@@ -102,6 +121,7 @@ def render_capture_clip(model: HeadModel, path: Path, num_frames: int, seed: int
     identity, _, rotations, translation = performance(model, num_frames, rng, yaw_deg, distance_m)
     translation[:, 1] -= model.template[:, 1].mean()  # the head, not the neck base, on the optical axis
     expression = scripted_expressions(model, num_frames, rng)
+    rotations[:, model.eyeball_joints] += scripted_gaze(num_frames)[:, None]
     vertices = posed_vertices(model, identity, expression, rotations, translation)
     cameras = Cameras.monocular(size_px, size_px, focal_px=focal_from_hfov(size_px, hfov_deg))
     render_views(model, vertices, cameras, [path])
@@ -145,6 +165,16 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
                              ("fitted", gap_and_width(fit_pts, feature)[0] / gap_and_width(fit_pts, feature)[1])):
             out[f"closed_over_open_{what}_{side}"] = float(np.median(series[closed]) / np.median(series[still]))
         out[f"eyeBlink_closed_{side}"] = float(np.median(blink_fit[closed]))
+        # Gaze on open eyes, on those looking GAZE_SHIFT_DEG or more away, and the eyes held
+        # straight ahead for comparison.
+        eye = 0 if side == "left" else 1
+        ahead = gaze_error_deg(model, np.zeros_like(shot.rotations), truth["rotations"])[:, eye]
+        gaze_fit = gaze_error_deg(model, shot.rotations, truth["rotations"])[:, eye]
+        shifted = ~closed & (ahead >= GAZE_SHIFT_DEG)
+        for key, frames in (("gaze", ~closed), ("gaze_shift", shifted)):
+            out[f"{key}_err_deg_{side}"] = float(np.median(gaze_fit[frames]))
+            out[f"{key}_ahead_err_deg_{side}"] = float(np.median(ahead[frames]))
+        out[f"gaze_corr_{side}"] = float(gaze_correlation(model, shot.rotations[~closed], truth["rotations"][~closed])[eye])
     true_mouth, fit_mouth = gap_and_width(true_pts, INNER_LIPS)[0], gap_and_width(fit_pts, INNER_LIPS)[0]
     out["mouth_corr"] = correlation(fit_mouth, true_mouth)
     out["landmark_mouth_corr"] = correlation(landmark_ratio["mouth"], true_ratio["mouth"])
@@ -198,6 +228,11 @@ ROWS = (
     ("blink_recall", "fit: blink recall (events)", ">= 0.9"),
     ("blink_precision", "fit: blink precision (events)", ">= 0.9"),
     ("eyeBlink_closed", "fit: eyeBlink median, closed frames", ""),
+    ("gaze_err_deg", "fit: gaze error, open eyes, deg", ""),
+    ("gaze_ahead_err_deg", "eyes held ahead: gaze error, deg", ""),
+    ("gaze_shift_err_deg", "fit: gaze error, shifts >= 10 deg", ""),
+    ("gaze_shift_ahead_err_deg", "eyes held ahead: same frames, deg", ""),
+    ("gaze_corr", "fit: gaze corr. with truth (x, y mean)", ""),
     ("landmark_mouth_corr", "landmarks: inner-lip gap corr.", ""),
     ("mouth_corr", "fit: inner-lip gap corr.", ""),
     ("jawOpen_corr", "fit: jawOpen corr. with true lip gap", ">= 0.8"),

@@ -72,7 +72,7 @@ class FaceResult:
 
 def evaluate(landmarker: Landmarker, faces: list[AnnotatedFace]) -> list[FaceResult]:
     """Landmarks on each face (independently, from detection); faces not found are skipped."""
-    semantic = landmarker.model.metadata.semantic_points
+    semantic = landmarker.metadata.semantic_points
     anchors = landmarker.model.metadata.anchors
     results = []
     for face in faces:

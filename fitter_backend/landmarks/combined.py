@@ -38,10 +38,10 @@ class CombinedLandmarker(FrameLandmarker):
 
     def __init__(self, face: Landmarker, head: Landmarker, regions: Sequence[str] = HEAD_REGIONS,
                  sigma_scale: float = SIGMA_SCALE):
-        head_regions = head.model.metadata.regions
+        head_regions = head.metadata.regions
         missing = [name for name in regions if name not in head_regions]
         if missing:
-            raise LandmarkModelError(f"landmark model {head.model.metadata.name!r} has no region(s) "
+            raise LandmarkModelError(f"landmark model {head.metadata.name!r} has no region(s) "
                                      f"{', '.join(missing)}; it names {', '.join(head_regions) or 'none'}")
         if not sigma_scale > 0:
             raise LandmarkModelError(f"sigma_scale must be > 0, got {sigma_scale}")
@@ -60,7 +60,7 @@ class CombinedLandmarker(FrameLandmarker):
 
     @property
     def num_landmarks(self) -> int:
-        return self.face.model.num_landmarks + len(self.head_points)
+        return self.face.metadata.num_landmarks + len(self.head_points)
 
     def reset(self) -> None:
         self.face.reset()

@@ -15,6 +15,10 @@ landmarks saw and crossed the lips on closed mouths. Those points go onto the he
 edge (its iBUG points 60-67, found on the parted lips), at the same fraction of the mouth's
 width, on the lip they belong to (:func:`place_inner_lips`); the corners keep their place.
 
+A model's iris centres (semantic points ``iris_centre_L`` / ``iris_centre_R``) go onto the
+eyeballs' pupils (:func:`place_on_eyeballs`): a clay render shows no iris, and there they turn
+with the eye joints, so the fit follows the actor's gaze.
+
 Each point also records its spread (``SurfacePoints.spread_m``): how far apart the views put it
 on the same head, RMS about their median. A point that wanders (MediaPipe's cheeks and face
 oval slide with pose) is explained by no single place on the surface, and the fitter widens its
@@ -38,6 +42,7 @@ import numpy as np
 
 from fitter_backend import paths
 from fitter_backend.head_models.correspondence import MeshSurface, embed_points
+from fitter_backend.head_models.eyes import eyeball_vertices, pupil_surface_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 from fitter_backend.head_models.open_head.semantic_points import MOUTH_OPENING
@@ -57,17 +62,20 @@ MIN_FACING = 0.35  # cosine between the surface normal and the direction to the 
 HEAD_INNER_LIPS = {"inner_lip_upper": ((60, 61, 62, 63, 64), "lips_upper"),
                    "inner_lip_lower": ((60, 67, 66, 65, 64), "lips_lower")}
 JAW_PARTING_RAD = 0.2  # for heads without a jawOpen unit: the jaw joint's opening
+#: Semantic points of a landmark model that lie on an eyeball, by eyeball (the head's
+#: ``eyeball_joints`` order: left, right).
+EYEBALL_POINTS = {"iris_centre_L": 0, "iris_centre_R": 1}
 
 
 def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(model.template).tobytes())
     digest.update(np.ascontiguousarray(model.triangles).tobytes())
-    digest.update(json.dumps([EMBEDDING_VERSION, VIEWS_DEG, landmarker.model.metadata.name,
-                              landmarker.model.metadata.num_landmarks, landmarker.model.metadata.contours]).encode())
+    digest.update(json.dumps([EMBEDDING_VERSION, VIEWS_DEG, landmarker.metadata.name,
+                              landmarker.metadata.num_landmarks, landmarker.metadata.contours]).encode())
     for path in landmarker.model_files():  # a re-converted network places its points anew
         digest.update(paths.sha256_file(path).encode())
-    name = f"{model.name}-{landmarker.model.metadata.name}-{digest.hexdigest()[:12]}.npz"
+    name = f"{model.name}-{landmarker.metadata.name}-{digest.hexdigest()[:12]}.npz"
     return paths.data_dir() / "embeddings" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
@@ -75,7 +83,7 @@ def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray,
     """Rest positions (K views, N, 3) of each predicted point (NaN where it fell off the head)
     and the facing cosines (K, N) of the surface there (0 off the head)."""
     vertices = posed_vertices(model)[0]
-    num = landmarker.model.metadata.num_landmarks
+    num = landmarker.metadata.num_landmarks
     positions = np.full((len(VIEWS_DEG), num, 3), np.nan)
     facing = np.zeros((len(VIEWS_DEG), num))
     for k, (yaw, pitch) in enumerate(VIEWS_DEG):
@@ -106,14 +114,34 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     hit = np.isfinite(positions[..., 0])
     if not hit.any(axis=0).all():
         raise LandmarkModelError(
-            f"the landmark model {landmarker.model.metadata.name!r} did not find the face of head model "
+            f"the landmark model {landmarker.metadata.name!r} did not find the face of head model "
             f"{model.name!r} in its renders; cannot place {int((~hit.any(axis=0)).sum())} of its points on the head")
     positions = head_on_positions(positions, facing)
     median = np.nanmedian(positions, axis=0)
     surface = MeshSurface(posed_vertices(model)[0], model.triangles, model.skin[model.triangles].all(axis=1))
-    names = tuple(f"{landmarker.model.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
-    points = place_inner_lips(model, embed_points(median, names, surface), landmarker.model.metadata.contours)
-    return dataclasses.replace(points, spread_m=view_spread(positions))
+    names = tuple(f"{landmarker.metadata.landmark_set}_{k:03d}" for k in range(len(median)))
+    points = place_inner_lips(model, embed_points(median, names, surface), landmarker.metadata.contours)
+    points, on_eyeballs = place_on_eyeballs(model, points, landmarker.metadata.semantic_points)
+    spread = view_spread(positions)
+    spread[on_eyeballs] = 0.0  # placed by construction, not by the renders
+    return dataclasses.replace(points, spread_m=spread)
+
+
+def place_on_eyeballs(model: HeadModel, points: SurfacePoints, semantic_points: dict[str, int]
+                      ) -> tuple[SurfacePoints, np.ndarray]:
+    """``points`` with those named in :data:`EYEBALL_POINTS` moved onto their eyeball's pupil
+    (:func:`~fitter_backend.head_models.eyes.pupil_surface_points`), and their indices."""
+    wanted = [(semantic_points[name], eye) for name, eye in EYEBALL_POINTS.items() if name in semantic_points]
+    if not wanted:
+        return points, np.zeros(0, int)
+    if any(len(ids) == 0 for ids in eyeball_vertices(model)):
+        raise LandmarkModelError(f"head model {model.name!r} has no eyeballs to place the iris centres on")
+    pupils = pupil_surface_points(model)
+    triangle, barycentric = points.triangle.copy(), points.barycentric.copy()
+    indices = np.array([index for index, _ in wanted])
+    eyes = np.array([eye for _, eye in wanted])
+    triangle[indices], barycentric[indices] = pupils.triangle[eyes], pupils.barycentric[eyes]
+    return dataclasses.replace(points, triangle=triangle, barycentric=barycentric), indices
 
 
 def head_on_positions(positions: np.ndarray, facing: np.ndarray) -> np.ndarray:
@@ -200,7 +228,7 @@ def place_inner_lips(model: HeadModel, points: SurfacePoints, contours: dict[str
 
 def _explicit_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints | None:
     """The exact embedding a dense model carries for the head it was trained on, if any."""
-    meta = landmarker.model.metadata
+    meta = landmarker.metadata
     explicit = meta.embeddings.get(model.name)
     if explicit is not None and "triangle" in explicit:
         triangle = np.asarray(explicit["triangle"], dtype=np.int32)
@@ -212,7 +240,7 @@ def _explicit_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoin
 
 def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
     """The cached embedding at ``path``; LandmarkModelError if it is missing, damaged or does not fit."""
-    name = landmarker.model.metadata.name
+    name = landmarker.metadata.name
     if not path.is_file():
         raise LandmarkModelError(
             f"the {name} landmarks have not been placed on head model {model.name!r} yet (no {path}): run "
@@ -226,7 +254,7 @@ def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> Surface
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise LandmarkModelError(f"the landmark embedding {path} is damaged ({type(error).__name__}); "
                                  "run `python -m fitter_backend setup` to compute it again") from None
-    count = landmarker.model.metadata.num_landmarks
+    count = landmarker.metadata.num_landmarks
     if (points.triangle.shape != (count,) or points.barycentric.shape != (count, 3) or len(points.names) != count
             or points.spread_m.shape != (count,) or not np.all(np.isfinite(points.spread_m) & (points.spread_m >= 0))
             or points.triangle.min(initial=0) < 0 or points.triangle.max(initial=0) >= len(model.triangles)):
@@ -286,7 +314,7 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
         except LandmarkModelError:
             pass  # missing or damaged: compute it now
         if progress:
-            progress(f"placing the {landmarker.model.metadata.name} landmarks on head model {model.name} "
+            progress(f"placing the {landmarker.metadata.name} landmarks on head model {model.name} "
                      f"({len(VIEWS_DEG)} renders)")
         points = compute_embedding(model, landmarker)
         _write_cache(path, points)

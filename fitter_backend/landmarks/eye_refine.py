@@ -11,8 +11,10 @@ and brow contour, at fixed mesh indices (:data:`MESH_INDICES`, from MediaPipe's
 1-2 px from the mesh's). Of them, only the lid contour (:data:`REFINED_POINTS` per eye)
 replaces the mesh's points; the halos and brows stay the mesh's (measured, section 3b).
 
-Everything else is the face mesh's: the track keeps its 468 points, semantic points and
-regions, so the fitter, the embedding and the add-on see the same landmark set.
+Everything else is the face mesh's, and the track adds the iris model's iris centre of each
+eye after the mesh's points (:data:`IRIS_CENTRES`): set-up puts them on the head's pupils, so
+the fit turns the eye joints after the actor's gaze. Under a half-shut lid the model only
+guesses where the iris is, so there the centre is reported missing.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from fitter_backend.landmarks.model import LandmarkModel
-from fitter_backend.landmarks.pipeline import Landmarker
+from fitter_backend.landmarks.pipeline import FrameLandmarks, Landmarker
+from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError
 from fitter_backend.models.onnx_session import create_session
 from fitter_backend.roi.regions import AffineRoi, SquareRoi
@@ -49,8 +52,19 @@ MESH_INDICES = {
              383, 300, 293, 334, 296, 336, 285, 417),
 }
 MIRRORED = {"right": False, "left": True}
-#: The lid contour: the first 16 points of each eye (MediaPipe's "eyes" region).
+#: The lid contour: the first 16 points of each eye (MediaPipe's "eyes" region): the lower lid
+#: from corner to corner (9), then the upper lid (7); the middle three of each measure the opening.
 REFINED_POINTS = 16
+LOWER_MIDDLE, UPPER_MIDDLE = (3, 4, 5), (11, 12, 13)
+#: The iris centres the track adds after the face mesh's points, in this order (MediaPipe's
+#: 478-point order: the subject's right eye first), with the semantic names the head places.
+IRIS_CENTRES = {"right": "iris_centre_R", "left": "iris_centre_L"}
+#: Sigma of an iris centre as a fraction of the face ROI's side, measured on rendered clips
+#: against the painted pupil (docs/landmark_models.md, section 3e). Under a lid open less than
+#: OPEN_EYE_GAP of the eye's width the model guesses (errors 4 times larger): the centre is
+#: reported missing there.
+IRIS_SIGMA_ROI_FRACTION = 0.006
+OPEN_EYE_GAP = 0.2
 #: Sigma of the refined lid points as a fraction of the face ROI's side, measured like the
 #: face mesh's (docs/landmark_models.md, section 3b: iBUG 36-47 on the 22 annotated faces;
 #: the face mesh's own lids: 0.0178).
@@ -64,6 +78,7 @@ class IrisModel:
     session: object
     input_name: str
     contour_name: str
+    iris_name: str
     size_px: int
     onnx_path: Path
 
@@ -73,7 +88,8 @@ class IrisModel:
         metadata_path = onnx_path.with_suffix(".json")
         try:
             meta = json.loads(metadata_path.read_text(encoding="utf-8"))
-            names = (meta["input"]["name"], meta["outputs"]["contour"]["name"], int(meta["input"]["size_px"]))
+            names = (meta["input"]["name"], meta["outputs"]["contour"]["name"], meta["outputs"]["iris"]["name"],
+                     int(meta["input"]["size_px"]))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise LandmarkModelError(f"eye landmark metadata {metadata_path} is missing or malformed: "
                                      f"{error}") from None
@@ -81,10 +97,11 @@ class IrisModel:
             raise LandmarkModelError(f"{metadata_path} is not a facecap-eye-landmarks file")
         return cls(create_session(onnx_path, device), *names, onnx_path)
 
-    def predict(self, crops: np.ndarray) -> np.ndarray:
-        """crops (B, S, S, 3) float32 in [0, 1] -> (B, 71, 2) points in crop pixels."""
-        (contour,) = self.session.run([self.contour_name], {self.input_name: crops.astype(np.float32)})
-        return contour.reshape(len(crops), -1, 3)[..., :2]
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """crops (B, S, S, 3) float32 in [0, 1] -> (B, 71, 2) eye contour points and (B, 5, 2)
+        iris points (centre first) in crop pixels."""
+        contour, iris = self.session.run([self.contour_name, self.iris_name], {self.input_name: crops.astype(np.float32)})
+        return contour.reshape(len(crops), -1, 3)[..., :2], iris.reshape(len(crops), -1, 3)[..., :2]
 
 
 def eye_roi(outer_px: np.ndarray, inner_px: np.ndarray) -> AffineRoi:
@@ -95,10 +112,21 @@ def eye_roi(outer_px: np.ndarray, inner_px: np.ndarray) -> AffineRoi:
     return AffineRoi.from_anchors({"a": first, "b": second}, {"a": (0.5 - half, 0.5), "b": (0.5 + half, 0.5)})
 
 
+def lid_opening(lid_px: np.ndarray) -> float:
+    """An eye's lid gap over its corner-to-corner width, from its 16 lid contour points (image
+    pixels, in the iris model's order): the middle of the lower lid from the middle of the upper,
+    across the corners' line."""
+    across = lid_px[REFINED_POINTS // 2] - lid_px[0]
+    width = float(np.linalg.norm(across))
+    offset = lid_px[list(LOWER_MIDDLE)].mean(axis=0) - lid_px[list(UPPER_MIDDLE)].mean(axis=0)
+    return abs(float(across[0] * offset[1] - across[1] * offset[0])) / width ** 2
+
+
 def refine_eyes(frames: Sequence[Frame], mu_px: Sequence[np.ndarray], iris: IrisModel,
                 points: int = REFINED_POINTS) -> list[np.ndarray]:
     """Per frame: the mesh's (N, 2) image points with each eye's first ``points`` iris-model
-    points put in (one batched model call for all eyes)."""
+    points put in and the iris centres appended ((N + 2, 2), :data:`IRIS_CENTRES` order; one
+    batched model call for all eyes)."""
     crops, transforms = [], []
     for frame, mu in zip(frames, mu_px):
         for side, indices in MESH_INDICES.items():
@@ -107,22 +135,25 @@ def refine_eyes(frames: Sequence[Frame], mu_px: Sequence[np.ndarray], iris: Iris
             crop = crop.astype(np.float32) * np.float32(1.0 / frame.white_level)
             crops.append(crop[:, ::-1] if MIRRORED[side] else crop)
             transforms.append(transform)
-    predicted = iris.predict(np.ascontiguousarray(np.stack(crops)))
+    contours, irises = iris.predict(np.ascontiguousarray(np.stack(crops)))
     out, k = [], 0
     for mu in mu_px:
         refined = np.array(mu, copy=True)
-        for side, indices in MESH_INDICES.items():
-            crop_points = predicted[k, :points].astype(np.float64)
+        centres = np.zeros((len(IRIS_CENTRES), 2))
+        for e, (side, indices) in enumerate(MESH_INDICES.items()):
+            crop_points = np.concatenate([contours[k, :points], irises[k, :1]]).astype(np.float64)
             if MIRRORED[side]:
                 crop_points[:, 0] = iris.size_px - crop_points[:, 0]
-            refined[list(indices[:points])] = transforms[k].to_image(crop_points)
+            image_points = transforms[k].to_image(crop_points)
+            refined[list(indices[:points])], centres[e] = image_points[:points], image_points[points]
             k += 1
-        out.append(refined.astype(mu.dtype))
+        out.append(np.concatenate([refined, centres]).astype(mu.dtype))
     return out
 
 
 class EyeRefinedLandmarker(Landmarker):
-    """A MediaPipe face-mesh :class:`Landmarker` whose lid points come from the iris model."""
+    """A MediaPipe face-mesh :class:`Landmarker` whose lid points come from the iris model, with
+    the iris centres after the mesh's points."""
 
     def __init__(self, model: LandmarkModel, detector, iris: IrisModel, realtime: bool = False,
                  refine_detections: bool = True):
@@ -130,10 +161,20 @@ class EyeRefinedLandmarker(Landmarker):
         # lids' sigma differ).
         sigma = np.array(model.metadata.sigma_roi_fraction, dtype=np.float64)
         sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = LID_SIGMA_ROI_FRACTION
-        model = LandmarkModel(model.session, dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX,
-                                                                 sigma_roi_fraction=sigma), model.onnx_path)
-        super().__init__(model, detector, realtime, refine_detections)
+        mesh = dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX, sigma_roi_fraction=sigma)
+        super().__init__(LandmarkModel(model.session, mesh, model.onnx_path), detector, realtime, refine_detections)
         self.iris = iris
+        first = mesh.num_landmarks
+        centres = dict(zip(IRIS_CENTRES.values(), range(first, first + len(IRIS_CENTRES))))
+        self._metadata = dataclasses.replace(
+            mesh, landmark_set=mesh.landmark_set + SUFFIX, num_landmarks=first + len(centres),
+            sigma_roi_fraction=np.concatenate([sigma, np.full(len(centres), IRIS_SIGMA_ROI_FRACTION)]),
+            regions={**mesh.regions, "irises": tuple(centres.values())},
+            semantic_points={**mesh.semantic_points, **centres})
+
+    @property
+    def metadata(self) -> LandmarkMetadata:
+        return self._metadata
 
     def model_files(self) -> tuple[Path, ...]:
         return super().model_files() + (self.iris.onnx_path,)
@@ -154,8 +195,27 @@ class EyeRefinedLandmarker(Landmarker):
         results = super()._predict(frames, rois)
         threshold = self.model.metadata.presence_threshold
         views = [v for v, (_, _, presence) in results.items() if presence >= threshold]
-        if views:
-            refined = refine_eyes([frames[v] for v in views], [results[v][0] for v in views], self.iris)
-            for view, mu in zip(views, refined):
-                results[view] = (mu, *results[view][1:])
+        refined = refine_eyes([frames[v] for v in views], [results[v][0] for v in views], self.iris) if views else []
+        for view, mu in zip(views, refined):
+            sigma = results[view][1]
+            iris_sigma = np.full(len(IRIS_CENTRES), IRIS_SIGMA_ROI_FRACTION * rois[view].size_px, sigma.dtype)
+            results[view] = (mu, np.concatenate([sigma, iris_sigma]), results[view][2])
+        for view in set(results) - set(views):  # no face: nothing refined, no irises seen
+            mu, sigma, presence = results[view]
+            results[view] = (np.concatenate([mu, np.full((len(IRIS_CENTRES), 2), np.nan, mu.dtype)]),
+                             np.concatenate([sigma, np.full(len(IRIS_CENTRES), np.inf, sigma.dtype)]), presence)
         return results
+
+    def process(self, frames: Sequence[Frame]) -> list[FrameLandmarks]:
+        """As the face mesh's, with an iris centre missing (NaN, sigma inf) behind a lid open less
+        than OPEN_EYE_GAP (after the ROI tracking, which takes every point)."""
+        out = []
+        for result in super().process(frames):
+            mu, sigma = result.mu_px.copy(), result.sigma_px.copy()
+            for (side, indices), name in zip(MESH_INDICES.items(), IRIS_CENTRES.values()):
+                lids = mu[list(indices[:REFINED_POINTS])].astype(np.float64)
+                if np.isfinite(lids).all() and lid_opening(lids) < OPEN_EYE_GAP:
+                    centre = self.metadata.semantic_points[name]
+                    mu[centre], sigma[centre] = np.nan, np.inf
+            out.append(dataclasses.replace(result, mu_px=mu, sigma_px=sigma))
+        return out

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fitter_backend.landmarks.names import BOOTSTRAP_LANDMARKS
+from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.roi.detector import FaceDetector
@@ -242,12 +243,21 @@ class Landmarker(FrameLandmarker):
                    FaceDetector.load(models["face_detector"], device=device), realtime=realtime)
 
     @property
+    def metadata(self) -> LandmarkMetadata:
+        """The contract of the points this landmarker reports (its network's, unless it adds some)."""
+        return self.model.metadata
+
+    @property
     def landmark_set(self) -> str:
-        return self.model.metadata.landmark_set
+        return self.metadata.landmark_set
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.metadata.num_landmarks
 
     @property
     def semantic_points(self) -> dict[str, int]:
-        return dict(self.model.metadata.semantic_points)
+        return dict(self.metadata.semantic_points)
 
     def model_files(self) -> tuple[Path, ...]:
         """The network files whose output decides where the points land (a new conversion
@@ -325,7 +335,7 @@ class Landmarker(FrameLandmarker):
                     results[view], rois[view] = result, refined[view]
 
         out = []
-        count = self.model.num_landmarks
+        count = self.metadata.num_landmarks
         for view, frame in enumerate(frames):
             if view not in results:
                 flags[view].add("no_face")
