@@ -56,8 +56,8 @@ MIRRORED = {"right": False, "left": True}
 #: from corner to corner (9), then the upper lid (7); the middle three of each measure the opening.
 REFINED_POINTS = 16
 LOWER_MIDDLE, UPPER_MIDDLE = (3, 4, 5), (11, 12, 13)
-#: The iris centres the track adds after the face mesh's points, in this order (MediaPipe's
-#: 478-point order: the subject's right eye first), with the semantic names the head places.
+#: The semantic names of the iris centres the track adds after the face mesh's points, by eye;
+#: they follow MESH_INDICES' order (MediaPipe's 478-point order: the subject's right eye first).
 IRIS_CENTRES = {"right": "iris_centre_R", "left": "iris_centre_L"}
 #: Sigma of an iris centre as a fraction of the face ROI's side, measured on rendered clips
 #: against the painted pupil (docs/landmark_models.md, section 3e). Under a lid open less than
@@ -165,7 +165,7 @@ class EyeRefinedLandmarker(Landmarker):
         super().__init__(LandmarkModel(model.session, mesh, model.onnx_path), detector, realtime, refine_detections)
         self.iris = iris
         first = mesh.num_landmarks
-        centres = dict(zip(IRIS_CENTRES.values(), range(first, first + len(IRIS_CENTRES))))
+        centres = {IRIS_CENTRES[side]: first + e for e, side in enumerate(MESH_INDICES)}  # refine_eyes' order
         self._metadata = dataclasses.replace(
             mesh, landmark_set=mesh.landmark_set + SUFFIX, num_landmarks=first + len(centres),
             sigma_roi_fraction=np.concatenate([sigma, np.full(len(centres), IRIS_SIGMA_ROI_FRACTION)]),
@@ -200,7 +200,7 @@ class EyeRefinedLandmarker(Landmarker):
             sigma = results[view][1]
             iris_sigma = np.full(len(IRIS_CENTRES), IRIS_SIGMA_ROI_FRACTION * rois[view].size_px, sigma.dtype)
             results[view] = (mu, np.concatenate([sigma, iris_sigma]), results[view][2])
-        for view in set(results) - set(views):  # no face: nothing refined, no irises seen
+        for view in set(results) - set(views):  # a doubtful face: lids not refined, irises not read
             mu, sigma, presence = results[view]
             results[view] = (np.concatenate([mu, np.full((len(IRIS_CENTRES), 2), np.nan, mu.dtype)]),
                              np.concatenate([sigma, np.full(len(IRIS_CENTRES), np.inf, sigma.dtype)]), presence)
@@ -212,10 +212,10 @@ class EyeRefinedLandmarker(Landmarker):
         out = []
         for result in super().process(frames):
             mu, sigma = result.mu_px.copy(), result.sigma_px.copy()
-            for (side, indices), name in zip(MESH_INDICES.items(), IRIS_CENTRES.values()):
+            for side, indices in MESH_INDICES.items():
                 lids = mu[list(indices[:REFINED_POINTS])].astype(np.float64)
                 if np.isfinite(lids).all() and lid_opening(lids) < OPEN_EYE_GAP:
-                    centre = self.metadata.semantic_points[name]
+                    centre = self.metadata.semantic_points[IRIS_CENTRES[side]]
                     mu[centre], sigma[centre] = np.nan, np.inf
             out.append(dataclasses.replace(result, mu_px=mu, sigma_px=sigma))
         return out
