@@ -105,10 +105,7 @@ class ShotEnergy:
             self.anchor_points = s + ne + nl + np.arange(na)
             self.eye_points = s + ne + nl + na + np.arange(2)
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
-        on_eyeballs = (model.regions["eyeballs"][model.triangles[landmarks.triangle]].all(axis=1)
-                       if "eyeballs" in model.regions else np.zeros(len(landmarks), bool))
-        self.temporal_subset = np.union1d(farthest_points(rest_points, settings.temporal_points),
-                                          np.flatnonzero(on_eyeballs))
+        self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         present = observations.present
