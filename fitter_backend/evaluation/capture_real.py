@@ -34,7 +34,7 @@ from fitter_backend.evaluation.capture_measures import (
 )
 from fitter_backend.fitting.cameras import project
 from fitter_backend.head_models.eyes import pupil_surface_points
-from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 
 FIXTURE_VIDEOS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "video"
@@ -151,7 +151,7 @@ def _front_edges(model: HeadModel, camera_points: np.ndarray) -> np.ndarray:
 
 
 def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, shot: FittedShot, t: int,
-                 fitted_px: np.ndarray, caption: str) -> np.ndarray:
+                 fitted_px: np.ndarray, pupils: SurfacePoints, caption: str) -> np.ndarray:
     """A BGR crop around the face (TILE_PX square) showing the fitted mesh's face wireframe, its
     eye and inner-lip contours (green) and the landmarks' (red), its pupils (cyan rings) and the
     landmarks' iris centres (red dots), with the eyes EYE_ZOOM times larger in a strip below."""
@@ -176,8 +176,8 @@ def contact_tile(image_rgb: np.ndarray, model: HeadModel, vertices: np.ndarray, 
         for point in to_tile(landmarks[list(contour)] - 0.5):
             cv2.circle(tile, tuple(int(v) for v in point), 2 * 16, (40, 40, 240), -1, cv2.LINE_AA, shift=4)
     # Gaze: the fitted pupils (cyan rings) and the landmarks' iris centres (red dots).
-    pupils = surface_points(vertices[None], model.triangles, pupil_surface_points(model))
-    pupils_px = project(pupils, shot.cameras, 0, derivatives=False).pixels[0]
+    pupils_px = project(surface_points(vertices[None], model.triangles, pupils), shot.cameras, 0,
+                        derivatives=False).pixels[0]
     for pupil in to_tile(pupils_px - 0.5):
         cv2.circle(tile, tuple(int(v) for v in pupil), 3 * 16, (230, 230, 40), 1, cv2.LINE_AA, shift=4)
     for name in ("iris_centre_L", "iris_centre_R"):
@@ -208,6 +208,7 @@ def clip_tiles(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[di
     from fitter_backend.video import open_video
 
     vertices, fitted_px = fitted_ibug_px(model, shot)
+    pupils = pupil_surface_points(model)
     by_frame = {r["frame"]: (t, r) for t, r in enumerate(rows)}
     tiles = []
     for frame in sheet_frames(clip, rows):
@@ -215,7 +216,7 @@ def clip_tiles(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[di
         (image,) = [f.image for f in open_video(FIXTURE_VIDEOS / clip.video, frame_range=(frame, frame + 1))]
         caption = (f"{clip.name} {frame} {row['word']}\nblink R {row['eyeBlinkRight']:.2f} L "
                    f"{row['eyeBlinkLeft']:.2f} jaw {row['jawOpen']:.2f}")
-        tiles.append(contact_tile(image, model, vertices[t], shot, t, fitted_px, caption))
+        tiles.append(contact_tile(image, model, vertices[t], shot, t, fitted_px, pupils, caption))
     return tiles
 
 

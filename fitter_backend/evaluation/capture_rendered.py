@@ -150,6 +150,9 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
     true_pts = _ibug(model, head_frame_vertices(model, truth["identity"], truth["expression"], truth["rotations"]))
     fit_pts = _ibug(model, head_frame_vertices(model, shot.identity, shot.expression, shot.rotations))
     true_ratio, landmark_ratio = opening_ratios(true_px), opening_ratios(shot.landmark_ibug())
+    # Gaze per eye (eyeball_joints order: left, right), fitted and with the eyes held straight ahead.
+    gaze_fit = gaze_error_deg(model, shot.rotations, truth["rotations"])
+    ahead = gaze_error_deg(model, np.zeros_like(shot.rotations), truth["rotations"])
     for side, feature in EYES.items():
         true_gap = gap_and_width(true_pts, feature)[0]
         fit_gap = gap_and_width(fit_pts, feature)[0]
@@ -165,15 +168,12 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
                              ("fitted", gap_and_width(fit_pts, feature)[0] / gap_and_width(fit_pts, feature)[1])):
             out[f"closed_over_open_{what}_{side}"] = float(np.median(series[closed]) / np.median(series[still]))
         out[f"eyeBlink_closed_{side}"] = float(np.median(blink_fit[closed]))
-        # Gaze on open eyes, on those looking GAZE_SHIFT_DEG or more away, and the eyes held
-        # straight ahead for comparison.
+        # Gaze on open eyes and on those looking GAZE_SHIFT_DEG or more away.
         eye = 0 if side == "left" else 1
-        ahead = gaze_error_deg(model, np.zeros_like(shot.rotations), truth["rotations"])[:, eye]
-        gaze_fit = gaze_error_deg(model, shot.rotations, truth["rotations"])[:, eye]
-        shifted = ~closed & (ahead >= GAZE_SHIFT_DEG)
+        shifted = ~closed & (ahead[:, eye] >= GAZE_SHIFT_DEG)
         for key, frames in (("gaze", ~closed), ("gaze_shift", shifted)):
-            out[f"{key}_err_deg_{side}"] = float(np.median(gaze_fit[frames]))
-            out[f"{key}_ahead_err_deg_{side}"] = float(np.median(ahead[frames]))
+            out[f"{key}_err_deg_{side}"] = float(np.median(gaze_fit[frames, eye]))
+            out[f"{key}_ahead_err_deg_{side}"] = float(np.median(ahead[frames, eye]))
         out[f"gaze_corr_{side}"] = float(gaze_correlation(model, shot.rotations[~closed], truth["rotations"][~closed])[eye])
     true_mouth, fit_mouth = gap_and_width(true_pts, INNER_LIPS)[0], gap_and_width(fit_pts, INNER_LIPS)[0]
     out["mouth_corr"] = correlation(fit_mouth, true_mouth)

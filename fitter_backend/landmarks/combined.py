@@ -60,7 +60,7 @@ class CombinedLandmarker(FrameLandmarker):
 
     @property
     def num_landmarks(self) -> int:
-        return self.face.metadata.num_landmarks + len(self.head_points)
+        return self.face.num_landmarks + len(self.head_points)
 
     def reset(self) -> None:
         self.face.reset()
