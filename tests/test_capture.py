@@ -13,7 +13,9 @@ from fitter_backend.evaluation.capture_measures import (
     IBUG_NAMES,
     event_recall_precision,
     eye_corner_distance_mm,
+    eyes_apart_deg,
     gap_and_width,
+    gaze_jitter_deg,
     opening_ratios,
     outside_unit_range,
     runs,
@@ -55,6 +57,21 @@ def test_blink_events_recall_and_precision():
 
 def test_weights_outside_unit_range_allow_a_small_tolerance():
     assert outside_unit_range(np.array([0.0, 1.0, -0.005, 1.005, -0.2, 1.3])) == pytest.approx(2 / 6)
+
+
+def test_gaze_shake_and_the_angle_between_the_eyes():
+    """The left eye sweeps smoothly (no shake); the right one looks 5 degrees further across
+    and shakes by +-1 degree from frame to frame (second differences of 4 degrees)."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(eyeball_joints=np.array([1, 2]))
+    yaw = np.radians(np.linspace(-10, 10, 21))
+    shake = np.radians(np.where(np.arange(21) % 2, 1.0, -1.0))
+    rotations = np.zeros((21, 3, 3))
+    rotations[:, 1, 1], rotations[:, 2, 1] = yaw, yaw + np.radians(5.0) + shake
+    jitter = gaze_jitter_deg(model, rotations)
+    assert jitter[0] < 0.05 and jitter[1] == pytest.approx(4.0, rel=0.01)  # a sweep bends the gaze only by its curvature
+    assert np.allclose(eyes_apart_deg(model, rotations), 5.0 + np.degrees(shake), atol=1e-4)
 
 
 def test_eye_corner_distance_is_the_neutral_heads_outer_corners_apart_in_mm():

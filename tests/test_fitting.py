@@ -17,7 +17,7 @@ from fitter_backend.head_models import lbs
 from tests.toy_heads import toy_head
 
 ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, opposing_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
-               intersect_weight_per_m=0.0)
+               eye_temporal_weight=0.0, eye_coupling_weight=0.0, intersect_weight_per_m=0.0)
 
 
 def toy_problem(num_cameras=2, num_frames=5, seed=0):
@@ -92,7 +92,9 @@ def dense_system(equations, n: int, p: int, q: int) -> tuple[np.ndarray, np.ndar
     ("identity", {"identity_weight": 1.5}),
     ("expression", {"expression_weight": 0.7}),
     ("joints", {"joint_weight": 2.0}),
+    ("joints", {"eye_coupling_weight": 4.0}),
     ("temporal", {"temporal_weight": 0.2}),
+    ("temporal", {"temporal_weight": 0.2, "eye_temporal_weight": 20.0}),
     ("intersect", {"intersect_weight_per_m": 3000.0}),
 ])
 def test_each_term_gradient_matches_finite_differences(term, weights):
@@ -120,6 +122,35 @@ def test_each_term_gradient_matches_finite_differences(term, weights):
     scale = max(np.abs(numeric_frames).max(), np.abs(numeric_shared).max())
     assert np.abs(analytic_frames - numeric_frames).max() / scale < 1e-4
     assert np.abs(analytic_shared - numeric_shared).max() / scale < 1e-4
+
+
+def test_eye_rows_gradient_and_hessian_with_a_real_time_anchor():
+    """The eye terms on one frame of a real-time solve (E_temporal anchored at the previous
+    frame's eye rotations): gradient by central differences, Gauss-Newton matrix as J^T J of
+    the rows, which are linear in the eye rotations."""
+    model, landmarks, shot, params = toy_problem()
+    layout = Layout.for_problem(model, params.cameras)
+    settings = FitSettings(**dict(ALL_OFF, temporal_weight=1e-12, eye_temporal_weight=20.0, eye_coupling_weight=4.0))
+    frame = np.array([2])
+    anchor = params.rotations[1, model.eyeball_joints]
+    energy = ShotEnergy(model, landmarks, shot.observations, settings).restricted(frame, eye_anchor=anchor)
+    single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
+                        params.translation_m[frame], params.cameras)
+    evaluation = energy.evaluate(single, layout, True)
+    assert evaluation.terms["temporal"] > 1e-3 and evaluation.terms["joints"] > 1e-3
+    reference = ShotEnergy(model, landmarks, shot.observations,
+                           FitSettings(**dict(ALL_OFF, temporal_weight=1e-12))).restricted(frame)
+    reference_equations = reference.evaluate(single, layout, True).equations
+    gradient = evaluation.equations.frame_gradient - reference_equations.frame_gradient
+    numeric = sum(numeric_gradient(energy, single, layout, term)[0] for term in ("temporal", "joints"))
+    assert np.abs(gradient - numeric).max() / np.abs(numeric).max() < 1e-4
+    eyes = layout.rotation_slice.start + 3 * np.asarray(model.eyeball_joints)[:, None] + np.arange(3)
+    w_t, w_c = 20.0, 4.0
+    expected = np.zeros((6, 6))
+    expected[np.arange(6), np.arange(6)] = w_t ** 2 + w_c ** 2
+    expected[np.arange(3), np.arange(3, 6)] = expected[np.arange(3, 6), np.arange(3)] = -w_c ** 2
+    hessian = (evaluation.equations.frame_frame - reference_equations.frame_frame)[0][np.ix_(eyes.ravel(), eyes.ravel())]
+    assert np.allclose(hessian, expected, rtol=1e-5)
 
 
 def test_stacked_rows_accumulate_like_separate_frame_and_shared_rows():
@@ -211,6 +242,30 @@ def test_points_on_the_pupils_turn_the_eyes_after_the_gaze(open_head):
     ahead = gaze_error_deg(open_head, np.zeros_like(shot.truth.rotations), shot.truth.rotations)
     assert np.median(ahead) > 4.0                       # the actor looks around
     assert np.median(gaze_error_deg(open_head, result.params.rotations, shot.truth.rotations)) < 2.0
+
+
+def test_an_eye_whose_pupil_is_hidden_keeps_looking_with_the_other(open_head):
+    """A pupil unseen for five frames (a half-shut lid): conjugate gaze and the eyes' E_temporal
+    keep that eye with the other one; with the joint prior alone it turned to straight ahead."""
+    from fitter_backend.evaluation.capture_measures import gaze_error_deg
+    from fitter_backend.head_models.eyes import pupil_surface_points
+
+    landmarks = synthetic.area_sampled_points(open_head, 200, seed=14).join(pupil_surface_points(open_head))
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=12, seed=15, yaw_deg=20, noise_px=0.2,
+                               outlier_fraction=0.0)
+    mu = shot.observations.mu_px.copy()
+    hidden = slice(4, 9)
+    mu[hidden, :, -2] = np.nan  # pupil_L
+    observations = Observations(mu, shot.observations.sigma_px)
+    left = list(open_head.eyeball_joints).index(open_head.joint_index("eye_L"))
+    errors = {}
+    for name, settings in (("default", FitSettings()),
+                           ("joint prior alone", FitSettings(eye_temporal_weight=0.0, eye_coupling_weight=0.0))):
+        result = sequence.fit_sequence(open_head, landmarks, observations, shot.cameras, settings=settings)
+        errors[name] = np.median(gaze_error_deg(open_head, result.params.rotations, shot.truth.rotations)[hidden, left])
+    ahead = np.median(gaze_error_deg(open_head, np.zeros_like(shot.truth.rotations), shot.truth.rotations)[hidden, left])
+    assert ahead > 4.0
+    assert errors["default"] < 2.0 < errors["joint prior alone"]
 
 
 def test_multiview_fit_recovers_camera_poses(open_head):

@@ -58,6 +58,7 @@ class TorchShotEnergy:
         self.settings = energy.settings
         self.expression_scales = energy.expression_scales  # (E,) per-unit prior multipliers
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
+        self.eyes = torch.as_tensor(np.asarray(energy.model.eyeball_joints, dtype=np.int64))  # (2,): left, right
         self.layout = layout
         self.num_frames = start.num_frames
         # Point rig (numpy arrays of ShotEnergy, as float64 tensors).
@@ -181,6 +182,9 @@ class TorchShotEnergy:
             if s.temporal_weight > 0:
                 watched = pixels[:, self.temporal_subset]
                 out["temporal"].append(s.temporal_weight * (watched[1:] - watched[:-1]))
+        eyes = p["rotations"][:, self.eyes]                                              # (N, 2, 3)
+        if s.temporal_weight > 0:
+            out["temporal"].append(s.eye_temporal_weight * (eyes[1:] - eyes[:-1]))
         residuals = {term: torch.cat([r.reshape(-1) for r in rows]) if rows else torch.zeros(0, dtype=DTYPE)
                      for term, rows in out.items()}
         residuals["intersect"] = self._intersections(points, rotations_world)
@@ -195,7 +199,8 @@ class TorchShotEnergy:
         expression_sqrt = torch.as_tensor(np.sqrt(s.expression_weight * self.expression_scales))
         residuals["expression"] = torch.cat([(expression_sqrt * p["expression"]).reshape(-1),
                                              opposing.reshape(-1)])
-        residuals["joints"] = np.sqrt(s.joint_weight) * p["rotations"][:, 1:].reshape(-1)
+        residuals["joints"] = torch.cat([np.sqrt(s.joint_weight) * p["rotations"][:, 1:].reshape(-1),
+                                         (s.eye_coupling_weight * (eyes[:, 0] - eyes[:, 1])).reshape(-1)])
         return residuals
 
     def _intersections(self, points: torch.Tensor, rotations_world: torch.Tensor) -> torch.Tensor:

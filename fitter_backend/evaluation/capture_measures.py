@@ -91,6 +91,20 @@ def gaze_correlation(model, fitted_rotations: np.ndarray, true_rotations: np.nda
     return np.array([np.mean([correlation(fitted[:, e, c], true[:, e, c]) for c in (0, 1)]) for e in range(2)])
 
 
+def gaze_jitter_deg(model, rotations: np.ndarray) -> np.ndarray:
+    """(2,) per eye (``eyeball_joints`` order), the median over frames of the gaze's second
+    difference, in degrees per frame^2: how much the eye shakes."""
+    gaze = gaze_directions(model, rotations)
+    return np.degrees(np.median(np.linalg.norm(gaze[2:] - 2 * gaze[1:-1] + gaze[:-2], axis=-1), axis=0))
+
+
+def eyes_apart_deg(model, rotations: np.ndarray) -> np.ndarray:
+    """(N,) the angle between the two eyes' gaze in each frame (a few degrees of vergence at a
+    camera's distance; more is a wall- or cross-eyed rig)."""
+    gaze = gaze_directions(model, rotations)
+    return np.degrees(np.arccos(np.clip(np.einsum("nc,nc->n", gaze[:, 0], gaze[:, 1]), -1.0, 1.0)))
+
+
 def opening_ratios(points: np.ndarray) -> dict[str, np.ndarray]:
     """points (..., 68, D) -> gap / width for ``eye_right``, ``eye_left`` and ``mouth`` (...)."""
     out = {}

@@ -28,6 +28,8 @@ from fitter_backend.evaluation.capture_measures import (
     FittedShot,
     correlation,
     eye_corner_distance_mm,
+    eyes_apart_deg,
+    gaze_jitter_deg,
     load_fitted_shot,
     opening_ratios,
     outside_unit_range,
@@ -135,6 +137,10 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
     face = model.regions["face"] & model.skin
     vertices = posed_vertices(model, shot.identity, shot.expression, shot.rotations, shot.translation_m)
     summary["jitter_mm"] = jitter_mm(vertices[:, face])
+    shaking = gaze_jitter_deg(model, shot.rotations)
+    for side in ARKIT_EYE:
+        summary[f"gaze_jitter_deg_{side}"] = float(shaking[0 if side == "left" else 1])  # eyeball_joints: left, right
+    summary["eyes_apart_p90_deg"] = float(np.percentile(eyes_apart_deg(model, shot.rotations), 90))
     summary["eye_corners_mm"] = eye_corner_distance_mm(model, shot.identity)
     return summary
 

@@ -2,6 +2,8 @@
 
     E = E_landmarks + E_identity + E_expression + E_joints + E_temporal + E_intersect
 
+E_joints includes conjugate gaze (the two eyes' rotations kept alike) and E_temporal the eye
+joints' change between frames (the iris points see the gaze only while the lids are open).
 Each term writes residual rows and their analytic Jacobians into :class:`NormalEquations`;
 the solver never sees the terms. Frames are processed in chunks so memory stays bounded.
 """
@@ -113,14 +115,16 @@ class ShotEnergy:
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
         self.inv_sigma = np.where(present, 1.0 / np.where(present, observations.sigma_px, 1.0), 0.0)
         self.num_frames = observations.num_frames
-        # Projected landmarks (C, 2, S') of the frame before frame 0, held fixed (real time).
+        # Projected landmarks (C, 2, S') and eye rotations (2, 3) of the frame before frame 0,
+        # held fixed (real time).
         self.temporal_anchor: np.ndarray | None = None
+        self.eye_anchor: np.ndarray | None = None
 
     def restricted(self, frames: np.ndarray, temporal_anchor: np.ndarray | None = None,
-                   settings: FitSettings | None = None) -> "ShotEnergy":
+                   settings: FitSettings | None = None, eye_anchor: np.ndarray | None = None) -> "ShotEnergy":
         """The same energy on some frames only (sharing the rig), optionally with E_temporal
-        pulling the first of them towards fixed projected landmarks of the frame before, and
-        with other weights."""
+        pulling the first of them towards fixed projected landmarks and eye rotations of the
+        frame before, and with other weights."""
         out = copy.copy(self)
         if settings is not None:
             out.settings = settings
@@ -128,6 +132,7 @@ class ShotEnergy:
         out.present, out.mu, out.inv_sigma = self.present[frames], self.mu[frames], self.inv_sigma[frames]
         out.num_frames = len(frames)
         out.temporal_anchor = temporal_anchor
+        out.eye_anchor = eye_anchor
         return out
 
     def projected_landmarks(self, params: Parameters) -> np.ndarray:
@@ -165,6 +170,7 @@ class ShotEnergy:
             if self.geometry is not None:
                 self._intersections(chunk, layout, equations, terms)
         self._priors(params, layout, equations, terms)
+        self._eyes(params, layout, equations, terms)
         with np.errstate(invalid="ignore", divide="ignore"):
             frame_rms = np.where(count > 0, np.sqrt(sum_sq / np.maximum(count, 1)), np.nan)
         return Evaluation(float(sum(terms.terms.values())), terms.terms, frame_rms, equations)
@@ -404,3 +410,36 @@ class ShotEnergy:
                                              np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]])
         rot = layout.rotation_slice
         equations.add_frame_diagonal(slice(rot.start + 3, rot.stop), joints_residual, np.sqrt(s.joint_weight))
+
+    # -- the eyes: conjugate gaze (E_joints) and their change between frames (E_temporal) --------
+    def _eyes(self, params: Parameters, layout: Layout, equations: NormalEquations | None,
+              terms: _Tally) -> None:
+        s = self.settings
+        eyes = np.asarray(self.model.eyeball_joints)
+        n = params.num_frames
+        columns = layout.rotation_slice.start + 3 * eyes[:, None] + np.arange(3)      # (2, 3): left, right
+        if s.eye_coupling_weight > 0:
+            w = s.eye_coupling_weight
+            residual = w * (params.rotations[:, eyes[0]] - params.rotations[:, eyes[1]])  # (N, 3)
+            terms.add("joints", residual)
+            if equations is not None:
+                equations.add_frame_column_pairs(columns[0], columns[1], residual, np.full((n, 3), w),
+                                                 np.full((n, 3), -w))
+        if not (s.temporal_weight > 0 and s.eye_temporal_weight > 0):
+            return
+        w = s.eye_temporal_weight
+        angles = params.rotations[:, eyes].reshape(n, 6)
+        d_angles = np.zeros((6, layout.frame_size))
+        d_angles[np.arange(6), columns.ravel()] = w
+        if self.eye_anchor is not None:
+            residual = w * (angles[:1] - np.asarray(self.eye_anchor).reshape(1, 6))
+            terms.add("temporal", residual)
+            if equations is not None:
+                equations.add_frame_rows(np.array([0]), residual, d_angles[None], None)
+        if n < 2:
+            return
+        residual = w * (angles[1:] - angles[:-1])
+        terms.add("temporal", residual)
+        if equations is not None:
+            d_this = np.broadcast_to(d_angles, (n - 1,) + d_angles.shape)
+            equations.add_pair_rows(np.arange(1, n), residual, d_this, -d_this, None)

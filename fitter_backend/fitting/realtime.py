@@ -61,7 +61,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     calibrated_s = time.perf_counter() - started
     active = Active(np.arange(layout.frame_size), np.zeros(0, int), identity=False, expression=True)
     frame_layout = dataclasses.replace(layout, focal_cameras=np.zeros(0, int), extrinsic_cameras=np.zeros(0, int))
-    previous_projection = None
+    previous_projection = previous_eyes = None
     frames_started = time.perf_counter()
     for i in range(n):
         if refit_interval and i and i % refit_interval == 0:
@@ -71,7 +71,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
             params.rotations[i] = params.rotations[i - 1]
             params.translation_m[i] = params.translation_m[i - 1]
         frame = np.array([i])
-        frame_energy = energy.restricted(frame, previous_projection)
+        frame_energy = energy.restricted(frame, previous_projection, eye_anchor=previous_eyes)
         single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
                             params.translation_m[frame], params.cameras)
         single, _ = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
@@ -79,6 +79,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         params.expression[i], params.rotations[i], params.translation_m[i] = (
             single.expression[0], single.rotations[0], single.translation_m[0])
         previous_projection = frame_energy.projected_landmarks(single)[0]
+        previous_eyes = single.rotations[0, model.eyeball_joints]
         if progress and i % 25 == 0:
             progress("real-time fit", i / n)
     frames_s = time.perf_counter() - frames_started
