@@ -124,6 +124,29 @@ def test_each_term_gradient_matches_finite_differences(term, weights):
     assert np.abs(analytic_shared - numeric_shared).max() / scale < 1e-4
 
 
+def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradients():
+    """Units whose blend weight is psi (offset + gain . beta) (the blink units of a real head):
+    the landmark term's analytic gradient by central differences, and the energy's points where
+    lbs.posed_vertices puts them."""
+    model, landmarks, shot, params = toy_problem()
+    rng = np.random.default_rng(8)
+    offset, gain = np.ones(model.num_expression), np.zeros((model.num_expression, model.num_identity))
+    offset[[1, 3]], gain[[1, 3]] = (0.8, 1.3), rng.normal(size=(2, model.num_identity)) * 0.4
+    model.__dict__["expression_scales"] = (offset, gain)  # the cached property, as a head with blink units has it
+    layout = Layout.for_problem(model, params.cameras)
+    energy = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    assert energy.scaled_units.tolist() == [1, 3]
+    equations = energy.evaluate(params, layout, True).equations
+    numeric_frames, numeric_shared = numeric_gradient(energy, params, layout, "landmarks")
+    scale = max(np.abs(numeric_frames).max(), np.abs(numeric_shared).max())
+    assert np.abs(equations.frame_gradient - numeric_frames).max() / scale < 1e-4
+    assert np.abs(equations.shared_gradient - numeric_shared).max() / scale < 1e-4
+    chunk = energy._chunk(params, layout, np.arange(params.num_frames), False, False, False)
+    posed = lbs.posed_vertices(model, params.identity, params.expression, params.rotations, params.translation_m)
+    assert np.allclose(chunk.points[:, energy.landmark_points], lbs.surface_points(posed, model.triangles, landmarks),
+                       atol=1e-6)
+
+
 def test_eye_rows_gradient_and_hessian_with_a_real_time_anchor():
     """The eye terms on one frame of a real-time solve (E_temporal anchored at the previous
     frame's eye rotations): gradient by central differences, Gauss-Newton matrix as J^T J of

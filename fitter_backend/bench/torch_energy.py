@@ -57,6 +57,8 @@ class TorchShotEnergy:
         rig = energy.rig
         self.settings = energy.settings
         self.expression_scales = energy.expression_scales  # (E,) per-unit prior multipliers
+        offset, gain = energy.model.expression_scales  # blend weight = psi (offset + gain . beta)
+        self.blend_offset, self.blend_gain = _tensor(offset), _tensor(gain)
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
         self.eyes = torch.as_tensor(np.asarray(energy.model.eyeball_joints, dtype=np.int64))  # (2,): left, right
         self.layout = layout
@@ -173,7 +175,8 @@ class TorchShotEnergy:
         """Residual rows of every term (energy = 0.5 sum of squares)."""
         s = self.settings
         p = self.unpack(x)
-        points, rotations_world = self.points(p["identity"], p["expression"], p["rotations"], p["translation"])
+        weights = p["expression"] * (self.blend_offset + self.blend_gain @ p["identity"])
+        points, rotations_world = self.points(p["identity"], weights, p["rotations"], p["translation"])
         landmark_points = points[:, self.landmarks]
         out = {"landmarks": [], "temporal": []}
         for c in range(self.mu.shape[1]):

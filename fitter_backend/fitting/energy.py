@@ -110,6 +110,8 @@ class ShotEnergy:
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
+        offset, gain = model.expression_scales
+        self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
         present = observations.present
         self.present = present
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
@@ -137,7 +139,8 @@ class ShotEnergy:
 
     def projected_landmarks(self, params: Parameters) -> np.ndarray:
         """(N, C, 2, S') projected landmarks that E_temporal watches, for every frame."""
-        points = point_rig.evaluate(self.rig, params.identity, params.expression, params.rotations,
+        weights = self.model.blend_weights(params.identity, params.expression)
+        points = point_rig.evaluate(self.rig, params.identity, weights, params.rotations,
                                     params.translation_m).points[:, self.landmark_points][:, self.temporal_subset]
         return np.stack([project(points, params.cameras, c, derivatives=False).pixels.transpose(0, 2, 1)
                          for c in range(params.cameras.count)], axis=1)
@@ -177,19 +180,35 @@ class ShotEnergy:
 
     def _chunk(self, params: Parameters, layout: Layout, frames: np.ndarray, derivatives: bool,
                with_identity: bool, with_expression: bool) -> _Chunk:
-        state = point_rig.evaluate(self.rig, params.identity, params.expression[frames],
-                                   params.rotations[frames], params.translation_m[frames])
+        weights = self.model.blend_weights(params.identity, params.expression[frames])
+        state = point_rig.evaluate(self.rig, params.identity, weights, params.rotations[frames],
+                                   params.translation_m[frames])
         if not derivatives:
             return _Chunk(frames, state.points, None, None, state, None)
         n, num_points = state.points.shape[:2]
         d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
-        jac = point_rig.jacobians(self.rig, state, params.expression[frames], params.rotations[frames],
+        jac = point_rig.jacobians(self.rig, state, weights, params.rotations[frames],
                                   with_identity=with_identity, with_expression=with_expression, frame_out=d_frame,
                                   frame_columns=(layout.expression_slice.start, layout.rotation_slice.start))
         for c in range(3):
             d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
         d_identity = jac.identity if with_identity else None
+        if with_expression and len(self.scaled_units):
+            self._chain_blend_weights(d_frame, d_identity, params, layout, frames)
         return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
+
+    def _chain_blend_weights(self, d_frame: np.ndarray, d_identity: np.ndarray | None, params: Parameters,
+                             layout: Layout, frames: np.ndarray) -> None:
+        """The rig differentiates by the blend weights w_k = psi_k (offset_k + gain_k . beta)
+        (``HeadModel.blend_weights``); by the unknowns that is d/dpsi_k = d/dw_k (offset_k +
+        gain_k . beta) and d/dbeta += sum_k d/dw_k psi_k gain_k, for the scaled units only."""
+        offset, gain = self.model.expression_scales
+        units = self.scaled_units
+        columns = layout.expression_slice.start + units
+        by_weight = d_frame[..., columns]                                     # (n, 3, P, K) copy
+        d_frame[..., columns] = by_weight * (offset[units] + gain[units] @ params.identity).astype(np.float32)
+        if d_identity is not None:
+            d_identity += np.einsum("ncpk,nk,ki->ncpi", by_weight, params.expression[frames][:, units], gain[units])
 
     # -- E_landmarks ------------------------------------------------------------------------
     def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,

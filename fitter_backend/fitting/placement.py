@@ -30,8 +30,8 @@ def placement_sigma_px(model: HeadModel, landmarks: SurfacePoints, params: Param
     if landmarks.spread_m is None or not np.any(landmarks.spread_m > 0):
         return None
     rig = point_rig.build_point_rig(model, landmarks)
-    world = point_rig.evaluate(rig, params.identity, params.expression, params.rotations,
-                               params.translation_m).points                       # (N, S, 3)
+    world = point_rig.evaluate(rig, params.identity, model.blend_weights(params.identity, params.expression),
+                               params.rotations, params.translation_m).points     # (N, S, 3)
     out = []
     for camera in range(params.cameras.count):
         depth_m = np.maximum(-project(world, params.cameras, camera, derivatives=False).camera_points[..., 2], 1e-3)

@@ -1,4 +1,5 @@
-"""A head model's eyeballs at rest: which vertices, their centres, and their pupils.
+"""A head model's eyes: the eyeballs at rest (which vertices, their centres, their pupils), and
+how far its blink units must close the lids of each identity.
 
 The renderer paints the iris and pupil around each eyeball's forward axis, and set-up places a
 landmark model's iris centres on the pupils, so both take them from here.
@@ -10,6 +11,38 @@ import numpy as np
 from fitter_backend.head_models.correspondence import MeshSurface, embed_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices
+
+
+#: The blink units and the iBUG (upper, lower) lid points of each, whose gap it closes.
+BLINK_LIDS = {"eyeBlinkRight": (("ibug_37", "ibug_41"), ("ibug_38", "ibug_40")),
+              "eyeBlinkLeft": (("ibug_43", "ibug_47"), ("ibug_44", "ibug_46"))}
+
+
+def blink_closing_scales(model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
+    """(E,) offset and (E, I) identity gain of each expression unit's weight (see
+    :attr:`HeadModel.expression_scales`). A blink unit's blend shape closes the lids by a fixed
+    distance, the mean head's gap, while identities open their eyes 6-9 mm: at weight 1 a narrow
+    eye's lids crossed and a wide eye stayed open. Its weight is therefore scaled by the rest gap
+    (linear in the identity, along +Y) over that distance, so the lids meet at 1 on every head.
+    Other units, and heads without the units or the iBUG lid points, get 1 and 0."""
+    offset, gain = np.ones(model.num_expression), np.zeros((model.num_expression, model.num_identity))
+    named = set(model.semantic_points.names)
+    for unit, pairs in BLINK_LIDS.items():
+        if unit not in model.expression_names or not named.issuperset(p for pair in pairs for p in pair):
+            continue
+        k = model.expression_names.index(unit)
+        lids = model.semantic_points.subset([p for pair in pairs for p in pair])   # upper, lower, ...
+        corners, bary = model.triangles[lids.triangle], lids.barycentric.astype(np.float64)
+
+        def height(array: np.ndarray) -> np.ndarray:
+            """(V, 3, ...) per-vertex vectors -> (..., ) mean upper-minus-lower height of the pairs."""
+            at_points = np.einsum("sc,sc...->s...", bary, np.asarray(array, np.float64)[corners])[:, 1]
+            return (at_points[0::2] - at_points[1::2]).mean(axis=0)
+
+        closure = -height(model.expression_basis[:, :, k])
+        if closure > 0:
+            offset[k], gain[k] = height(model.template) / closure, height(model.identity_basis) / closure
+    return offset, gain
 
 
 def eyeball_vertices(model: HeadModel) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -152,6 +153,21 @@ class HeadModel:
         from fitter_backend.head_models.open_head.expression import ARKIT_NAMES
 
         return np.array([name in ARKIT_NAMES for name in self.expression_names], bool)
+
+    @functools.cached_property
+    def expression_scales(self) -> tuple[np.ndarray, np.ndarray]:
+        """(E,) offset and (E, I) identity gain: unit k's blend shape acts with the weight
+        expression_k (offset_k + gain_k . identity), 1 and 0 but for the blink units, whose lids
+        meet at 1 on every head (:func:`fitter_backend.head_models.eyes.blink_closing_scales`)."""
+        from fitter_backend.head_models.eyes import blink_closing_scales
+
+        return blink_closing_scales(self)
+
+    def blend_weights(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """(..., E) the weights the expression blend shapes act with, for ``expression`` (..., E)
+        at ``identity`` (I,) or (..., I)."""
+        offset, gain = self.expression_scales
+        return np.asarray(expression, np.float64) * (offset + np.asarray(identity, np.float64) @ gain.T)
 
     @property
     def opposing_expressions(self) -> np.ndarray:

@@ -194,14 +194,17 @@ class Pose:
     @classmethod
     def for_model(cls, model: HeadModel, identity=None, expression=None, joint_rotations=None,
                   translation=None, num_frames: int | None = None) -> "Pose":
-        """Like :meth:`make`, sized for ``model``; B is taken from the first batched argument."""
+        """Like :meth:`make`, sized for ``model``; B is taken from the first batched argument.
+        Its ``expression`` holds the model's blend weights (:meth:`HeadModel.blend_weights`)."""
         if num_frames is None:
             batched = [np.shape(v)[0] for v, ndim in ((expression, 2), (joint_rotations, 3),
                                                       (translation, 2), (identity, 2))
                        if v is not None and np.ndim(v) == ndim]
             num_frames = batched[0] if batched else 1
-        return cls.make(num_frames, model.num_identity, model.num_expression, model.num_joints,
+        pose = cls.make(num_frames, model.num_identity, model.num_expression, model.num_joints,
                         identity, expression, joint_rotations, translation)
+        # The blend shapes act with the model's blend weights (blink units scaled per identity).
+        return dataclasses.replace(pose, expression=model.blend_weights(pose.identity, pose.expression))
 
 
 @dataclasses.dataclass(frozen=True)
