@@ -127,12 +127,12 @@ def _chunk(self: ShotEnergy, params: Parameters, layout: Layout, frames: np.ndar
            with_identity: bool, with_expression: bool) -> _Chunk:
     """ShotEnergy._chunk before the kernels (derivatives copied into the per-frame block; the
     head model's blend weights as today, so both minimise the same energy)."""
-    weights = self.model.blend_weights(params.identity, params.expression[frames])
-    state = point_rig.evaluate(self.rig, params.identity, weights, params.rotations[frames],
+    rig = self._rig_at(params.identity)
+    state = point_rig.evaluate(rig, params.identity, params.expression[frames], params.rotations[frames],
                                params.translation_m[frames])
     if not derivatives:
         return _Chunk(frames, state.points, None, None, state, None)
-    jac = point_rig.jacobians(self.rig, state, weights, params.rotations[frames],
+    jac = point_rig.jacobians(rig, state, params.expression[frames], params.rotations[frames],
                               with_identity=with_identity, with_expression=with_expression)
     n, num_points = state.points.shape[:2]
     d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
@@ -142,8 +142,8 @@ def _chunk(self: ShotEnergy, params: Parameters, layout: Layout, frames: np.ndar
     for c in range(3):
         d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
     d_identity = jac.identity if with_identity else None
-    if with_expression and len(self.scaled_units):
-        self._chain_blend_weights(d_frame, d_identity, params, layout, frames)
+    if d_identity is not None and with_expression and len(self.scaled_units):
+        self._add_scale_derivatives(d_frame, d_identity, params, layout, frames)
     return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
 
 

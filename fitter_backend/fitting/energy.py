@@ -112,6 +112,7 @@ class ShotEnergy:
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         offset, gain = model.expression_scales
         self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
+        self._scaled_rig: tuple[bytes | None, point_rig.PointRig | None] = (None, None)
         present = observations.present
         self.present = present
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
@@ -139,9 +140,9 @@ class ShotEnergy:
 
     def projected_landmarks(self, params: Parameters) -> np.ndarray:
         """(N, C, 2, S') projected landmarks that E_temporal watches, for every frame."""
-        weights = self.model.blend_weights(params.identity, params.expression)
-        points = point_rig.evaluate(self.rig, params.identity, weights, params.rotations,
-                                    params.translation_m).points[:, self.landmark_points][:, self.temporal_subset]
+        points = point_rig.evaluate(self._rig_at(params.identity), params.identity, params.expression,
+                                    params.rotations, params.translation_m
+                                    ).points[:, self.landmark_points][:, self.temporal_subset]
         return np.stack([project(points, params.cameras, c, derivatives=False).pixels.transpose(0, 2, 1)
                          for c in range(params.cameras.count)], axis=1)
 
@@ -180,35 +181,47 @@ class ShotEnergy:
 
     def _chunk(self, params: Parameters, layout: Layout, frames: np.ndarray, derivatives: bool,
                with_identity: bool, with_expression: bool) -> _Chunk:
-        weights = self.model.blend_weights(params.identity, params.expression[frames])
-        state = point_rig.evaluate(self.rig, params.identity, weights, params.rotations[frames],
+        rig = self._rig_at(params.identity)
+        state = point_rig.evaluate(rig, params.identity, params.expression[frames], params.rotations[frames],
                                    params.translation_m[frames])
         if not derivatives:
             return _Chunk(frames, state.points, None, None, state, None)
         n, num_points = state.points.shape[:2]
         d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
-        jac = point_rig.jacobians(self.rig, state, weights, params.rotations[frames],
+        jac = point_rig.jacobians(rig, state, params.expression[frames], params.rotations[frames],
                                   with_identity=with_identity, with_expression=with_expression, frame_out=d_frame,
                                   frame_columns=(layout.expression_slice.start, layout.rotation_slice.start))
         for c in range(3):
             d_frame[:, c, :, layout.translation_slice.start + c] = 1.0
         d_identity = jac.identity if with_identity else None
-        if with_expression and len(self.scaled_units):
-            self._chain_blend_weights(d_frame, d_identity, params, layout, frames)
+        if d_identity is not None and with_expression and len(self.scaled_units):
+            self._add_scale_derivatives(d_frame, d_identity, params, layout, frames)
         return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
 
-    def _chain_blend_weights(self, d_frame: np.ndarray, d_identity: np.ndarray | None, params: Parameters,
-                             layout: Layout, frames: np.ndarray) -> None:
-        """The rig differentiates by the blend weights w_k = psi_k (offset_k + gain_k . beta)
-        (``HeadModel.blend_weights``); by the unknowns that is d/dpsi_k = d/dw_k (offset_k +
-        gain_k . beta) and d/dbeta += sum_k d/dw_k psi_k gain_k, for the scaled units only."""
+    def _rig_at(self, identity: np.ndarray) -> point_rig.PointRig:
+        """The point rig whose expression bases act with the head model's blend weights at
+        ``identity`` (blink units scaled to the identity's lids), kept for the last identity."""
+        if not len(self.scaled_units):
+            return self.rig
+        key = np.asarray(identity, np.float64).tobytes()
+        if self._scaled_rig[0] != key:
+            scales = self.model.blend_weights(identity, np.ones(self.model.num_expression))
+            self._scaled_rig = (key, point_rig.with_unit_scales(self.rig, scales))
+        return self._scaled_rig[1]
+
+    def _add_scale_derivatives(self, d_frame: np.ndarray, d_identity: np.ndarray, params: Parameters,
+                               layout: Layout, frames: np.ndarray) -> None:
+        """The scaled units' weights w_k = psi_k s_k(beta), s_k = offset_k + gain_k . beta, also
+        move with the identity: d/dbeta += sum_k d/dpsi_k (psi_k / s_k) gain_k (the rig at this
+        identity gives d/dpsi_k = s_k d/dw_k)."""
         offset, gain = self.model.expression_scales
         units = self.scaled_units
-        columns = layout.expression_slice.start + units
-        by_weight = d_frame[..., columns]                                     # (n, 3, P, K) copy
-        d_frame[..., columns] = by_weight * (offset[units] + gain[units] @ params.identity).astype(np.float32)
-        if d_identity is not None:
-            d_identity += np.einsum("ncpk,nk,ki->ncpi", by_weight, params.expression[frames][:, units], gain[units])
+        scale = offset[units] + gain[units] @ params.identity
+        by_unit = d_frame[..., layout.expression_slice.start + units]       # (n, 3, P, K) copy
+        ratio = np.divide(params.expression[frames][:, units], scale, out=np.zeros((len(frames), len(units))),
+                          where=scale != 0)
+        per_unit = (ratio[:, :, None] * gain[units][None]).astype(np.float32)  # (n, K, I)
+        d_identity += (by_unit.reshape(len(frames), -1, len(units)) @ per_unit).reshape(d_identity.shape)
 
     # -- E_landmarks ------------------------------------------------------------------------
     def _landmarks(self, chunk: _Chunk, params: Parameters, layout: Layout,
@@ -442,8 +455,7 @@ class ShotEnergy:
             residual = w * (params.rotations[:, eyes[0]] - params.rotations[:, eyes[1]])  # (N, 3)
             terms.add("joints", residual)
             if equations is not None:
-                equations.add_frame_column_pairs(columns[0], columns[1], residual, np.full((n, 3), w),
-                                                 np.full((n, 3), -w))
+                equations.add_frame_differences(columns[0], columns[1], residual, w)
         if not (s.temporal_weight > 0 and s.eye_temporal_weight > 0):
             return
         w = s.eye_temporal_weight

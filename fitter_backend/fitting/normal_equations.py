@@ -98,6 +98,18 @@ class NormalEquations:
         np.add.at(self.frame_gradient, (frames, columns_a), d_a * residual)
         np.add.at(self.frame_gradient, (frames, columns_b), d_b * residual)
 
+    def add_frame_differences(self, columns_a: np.ndarray, columns_b: np.ndarray, residual: np.ndarray,
+                              weight: float) -> None:
+        """Rows r = weight (y[a] - y[b]) of every frame, one per pair of columns (K,) (residual
+        (N, K) already scaled); the columns all distinct, so plain indexing adds each entry once."""
+        square = weight * weight
+        self.frame_frame[:, columns_a, columns_a] += square
+        self.frame_frame[:, columns_b, columns_b] += square
+        self.frame_frame[:, columns_a, columns_b] -= square
+        self.frame_frame[:, columns_b, columns_a] -= square
+        self.frame_gradient[:, columns_a] += weight * residual
+        self.frame_gradient[:, columns_b] -= weight * residual
+
     def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float | np.ndarray) -> None:
         """Prior rows r = weight * y[columns] (residual already scaled), one per column;
         ``weight`` a number or one per column."""

@@ -146,6 +146,16 @@ class PointState:
     left_jacobians: np.ndarray | None = None  # (N, J, 3, 3) J_l of each joint's axis-angle
 
 
+def with_unit_scales(rig: PointRig, scales: np.ndarray) -> PointRig:
+    """The rig with each expression unit's bases multiplied by ``scales`` (E,): posing it with
+    weights psi is posing ``rig`` with psi * scales (``HeadModel.blend_weights`` at one identity)."""
+    scales = np.asarray(scales, np.float64)
+    return dataclasses.replace(rig, pair_expression=rig.pair_expression * scales,
+                               joint_expression=rig.joint_expression * scales,
+                               pair_expression32=rig.pair_expression32 * scales.astype(np.float32),
+                               identity_cache={})
+
+
 def _shaped(rig: PointRig, identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (Q, 3) and rest joints (J, 3) of an identity with zero expression, cached for the
     last identity seen."""
