@@ -132,7 +132,7 @@ def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradien
     rng = np.random.default_rng(8)
     offset, gain = np.ones(model.num_expression), np.zeros((model.num_expression, model.num_identity))
     offset[[1, 3]], gain[[1, 3]] = (0.8, 1.3), rng.normal(size=(2, model.num_identity)) * 0.4
-    model.__dict__["expression_scales"] = (offset, gain)  # the cached property, as a head with blink units has it
+    model.__dict__["blend_scale_terms"] = (offset, gain)  # the cached property, as a head with blink units has it
     layout = Layout.for_problem(model, params.cameras)
     energy = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
     assert energy.scaled_units.tolist() == [1, 3]

@@ -57,7 +57,7 @@ class TorchShotEnergy:
         rig = energy.rig
         self.settings = energy.settings
         self.expression_scales = energy.expression_scales  # (E,) per-unit prior multipliers
-        offset, gain = energy.model.expression_scales  # blend weight = psi (offset + gain . beta)
+        offset, gain = energy.model.blend_scale_terms  # blend weight = psi (offset + gain . beta)
         self.blend_offset, self.blend_gain = _tensor(offset), _tensor(gain)
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
         self.eyes = torch.as_tensor(np.asarray(energy.model.eyeball_joints, dtype=np.int64))  # (2,): left, right

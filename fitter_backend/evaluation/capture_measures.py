@@ -29,6 +29,8 @@ BLINK_CLOSED = 0.5
 #: A weight counts as outside [0, 1] when it leaves it by more than this.
 RANGE_TOLERANCE = 0.01
 ARKIT_EYE = {"right": "Right", "left": "Left"}
+#: Each eye's index in per-eye arrays of the head model's ``eyeball_joints`` order (left, right).
+EYEBALL_INDEX = {"left": 0, "right": 1}
 IBUG_NAMES = tuple(f"ibug_{k:02d}" for k in range(68))
 
 

@@ -27,6 +27,7 @@ from fitter_backend.evaluation.capture_measures import (
     IBUG_NAMES,
     FittedShot,
     correlation,
+    EYEBALL_INDEX,
     eye_corner_distance_mm,
     eyes_apart_deg,
     gaze_jitter_deg,
@@ -139,7 +140,7 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
     summary["jitter_mm"] = jitter_mm(vertices[:, face])
     shaking = gaze_jitter_deg(model, shot.rotations)
     for side in ARKIT_EYE:
-        summary[f"gaze_jitter_deg_{side}"] = float(shaking[0 if side == "left" else 1])  # eyeball_joints: left, right
+        summary[f"gaze_jitter_deg_{side}"] = float(shaking[EYEBALL_INDEX[side]])
     summary["eyes_apart_p90_deg"] = float(np.percentile(eyes_apart_deg(model, shot.rotations), 90))
     summary["eye_corners_mm"] = eye_corner_distance_mm(model, shot.identity)
     return summary

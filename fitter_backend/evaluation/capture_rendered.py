@@ -23,6 +23,7 @@ from fitter_backend.bench.metrics import MM_PER_M, jitter_error_mm, rigid_align
 from fitter_backend.evaluation.capture_measures import (
     ARKIT_EYE,
     BLINK_CLOSED,
+    EYEBALL_INDEX,
     EYES,
     IBUG_NAMES,
     INNER_LIPS,
@@ -169,7 +170,7 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
             out[f"closed_over_open_{what}_{side}"] = float(np.median(series[closed]) / np.median(series[still]))
         out[f"eyeBlink_closed_{side}"] = float(np.median(blink_fit[closed]))
         # Gaze on open eyes and on those looking GAZE_SHIFT_DEG or more away.
-        eye = 0 if side == "left" else 1
+        eye = EYEBALL_INDEX[side]
         shifted = ~closed & (ahead[:, eye] >= GAZE_SHIFT_DEG)
         for key, frames in (("gaze", ~closed), ("gaze_shift", shifted)):
             out[f"{key}_err_deg_{side}"] = float(np.median(gaze_fit[frames, eye]))

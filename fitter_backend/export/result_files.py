@@ -58,7 +58,8 @@ def rig_arrays(model: HeadModel, identity: np.ndarray) -> dict[str, np.ndarray]:
     """The fitted head in Blender's frame.
 
     vertices (V, 3) neutral with identity applied; triangles (F, 3); expression_deltas (E, V, 3)
-    per channel at this identity (:meth:`HeadModel.blend_weights`); expression_names (E,); joint_positions (J, 3) rest joints of the neutral head;
+    per channel at this identity (:meth:`HeadModel.blend_scales`); expression_names (E,);
+    joint_positions (J, 3) rest joints of the neutral head;
     joint_parents (J,) (-1 root); joint_names (J,); skin_vertex, skin_joint, skin_weight (K,)
     the non-zero skin weights; model_name ().
     """
@@ -66,8 +67,7 @@ def rig_arrays(model: HeadModel, identity: np.ndarray) -> dict[str, np.ndarray]:
     neutral = model.template.astype(np.float64) + np.einsum("vck,k->vc", model.identity_basis, identity)
     joints = model.joint_regressor.astype(np.float64) @ neutral
     # Each shape key at 1 is its unit's full pose on this identity (the blink keys close these lids).
-    unit_scales = model.blend_weights(identity, np.ones(model.num_expression))
-    deltas = np.moveaxis(model.expression_basis, 2, 0) * unit_scales[:, None, None]  # (E, V, 3)
+    deltas = np.moveaxis(model.expression_basis, 2, 0) * model.blend_scales(identity)[:, None, None]  # (E, V, 3)
     skin_vertex, skin_joint = np.nonzero(model.skin_weights > SKIN_WEIGHT_MIN)
     return {
         "vertices": to_blender(neutral).astype(np.float32),

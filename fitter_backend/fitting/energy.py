@@ -110,7 +110,7 @@ class ShotEnergy:
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
-        offset, gain = model.expression_scales
+        offset, gain = model.blend_scale_terms
         self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
         self._scaled_rig: tuple[bytes | None, point_rig.PointRig | None] = (None, None)
         present = observations.present
@@ -205,8 +205,7 @@ class ShotEnergy:
             return self.rig
         key = np.asarray(identity, np.float64).tobytes()
         if self._scaled_rig[0] != key:
-            scales = self.model.blend_weights(identity, np.ones(self.model.num_expression))
-            self._scaled_rig = (key, point_rig.with_unit_scales(self.rig, scales))
+            self._scaled_rig = (key, point_rig.with_unit_scales(self.rig, self.model.blend_scales(identity)))
         return self._scaled_rig[1]
 
     def _add_scale_derivatives(self, d_frame: np.ndarray, d_identity: np.ndarray, params: Parameters,
@@ -214,9 +213,9 @@ class ShotEnergy:
         """The scaled units' weights w_k = psi_k s_k(beta), s_k = offset_k + gain_k . beta, also
         move with the identity: d/dbeta += sum_k d/dpsi_k (psi_k / s_k) gain_k (the rig at this
         identity gives d/dpsi_k = s_k d/dw_k)."""
-        offset, gain = self.model.expression_scales
+        gain = self.model.blend_scale_terms[1]
         units = self.scaled_units
-        scale = offset[units] + gain[units] @ params.identity
+        scale = self.model.blend_scales(params.identity)[units]
         by_unit = d_frame[..., layout.expression_slice.start + units]       # (n, 3, P, K) copy
         ratio = np.divide(params.expression[frames][:, units], scale, out=np.zeros((len(frames), len(units))),
                           where=scale != 0)

@@ -148,7 +148,7 @@ class PointState:
 
 def with_unit_scales(rig: PointRig, scales: np.ndarray) -> PointRig:
     """The rig with each expression unit's bases multiplied by ``scales`` (E,): posing it with
-    weights psi is posing ``rig`` with psi * scales (``HeadModel.blend_weights`` at one identity)."""
+    weights psi is posing ``rig`` with psi * scales (``HeadModel.blend_scales`` at one identity)."""
     scales = np.asarray(scales, np.float64)
     return dataclasses.replace(rig, pair_expression=rig.pair_expression * scales,
                                joint_expression=rig.joint_expression * scales,

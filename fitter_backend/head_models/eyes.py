@@ -20,7 +20,7 @@ BLINK_LIDS = {"eyeBlinkRight": (("ibug_37", "ibug_41"), ("ibug_38", "ibug_40")),
 
 def blink_closing_scales(model: HeadModel) -> tuple[np.ndarray, np.ndarray]:
     """(E,) offset and (E, I) identity gain of each expression unit's weight (see
-    :attr:`HeadModel.expression_scales`). A blink unit's blend shape closes the lids by a fixed
+    :attr:`HeadModel.blend_scale_terms`). A blink unit's blend shape closes the lids by a fixed
     distance, the mean head's gap, while identities open their eyes 6-9 mm: at weight 1 a narrow
     eye's lids crossed and a wide eye stayed open. Its weight is therefore scaled by the rest gap
     (linear in the identity, along +Y) over that distance, so the lids meet at 1 on every head.

@@ -155,19 +155,24 @@ class HeadModel:
         return np.array([name in ARKIT_NAMES for name in self.expression_names], bool)
 
     @functools.cached_property
-    def expression_scales(self) -> tuple[np.ndarray, np.ndarray]:
-        """(E,) offset and (E, I) identity gain: unit k's blend shape acts with the weight
-        expression_k (offset_k + gain_k . identity), 1 and 0 but for the blink units, whose lids
-        meet at 1 on every head (:func:`fitter_backend.head_models.eyes.blink_closing_scales`)."""
+    def blend_scale_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(E,) offset and (E, I) identity gain of :meth:`blend_scales`: 1 and 0 but for the blink
+        units, whose lids meet at 1 on every head
+        (:func:`fitter_backend.head_models.eyes.blink_closing_scales`)."""
         from fitter_backend.head_models.eyes import blink_closing_scales
 
         return blink_closing_scales(self)
 
+    def blend_scales(self, identity: np.ndarray) -> np.ndarray:
+        """(..., E) what each unit's blend shape is multiplied by at ``identity`` (I,) or (..., I):
+        offset_k + gain_k . identity."""
+        offset, gain = self.blend_scale_terms
+        return offset + np.asarray(identity, np.float64) @ gain.T
+
     def blend_weights(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
         """(..., E) the weights the expression blend shapes act with, for ``expression`` (..., E)
         at ``identity`` (I,) or (..., I)."""
-        offset, gain = self.expression_scales
-        return np.asarray(expression, np.float64) * (offset + np.asarray(identity, np.float64) @ gain.T)
+        return np.asarray(expression, np.float64) * self.blend_scales(identity)
 
     @property
     def opposing_expressions(self) -> np.ndarray:
