@@ -13,6 +13,8 @@ from fitter_backend.fitting.problem import FitSettings, Layout
 from tests.test_fitting import ALL_OFF, dense_system, numeric_gradient, toy_problem
 
 ARKIT_TOY_NAMES = ("eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "expr4")
+# Both eyes' look down, and the left eye's look in with the right eye's look out: two conjugate pairs.
+LOOK_TOY_NAMES = ("eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookOutRight", "eyeBlinkLeft")
 
 
 def test_only_arkit_channels_are_bounded(open_head):
@@ -21,6 +23,9 @@ def test_only_arkit_channels_are_bounded(open_head):
     # gaze is unseen under a closed lid: a blink is not shared with the eyeLook units
     assert {("eyeBlinkLeft", "eyeLookDownLeft"), ("eyeBlinkRight", "eyeLookOutRight"),
             ("eyeBlinkLeft", "eyeWideLeft"), ("jawOpen", "mouthClose")} <= pairs
+    conjugate = {tuple(open_head.expression_names[i] for i in pair) for pair in open_head.conjugate_expressions}
+    # one gaze: the left eye looks in as the right one looks out
+    assert ("eyeLookInLeft", "eyeLookOutRight") in conjugate and len(conjugate) == 4
     model, *_ = toy_problem()
     assert not model.expression_bounded.any()  # PCA-style channels are unbounded
     assert len(model.opposing_expressions) == 0
@@ -41,6 +46,25 @@ def test_opposing_units_gradient_matches_finite_differences():
     analytic = evaluation.equations.frame_gradient - base.evaluate(params, layout, True).equations.frame_gradient
     numeric, _ = numeric_gradient(with_term, params, layout, "expression")
     assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
+
+
+def test_both_eyes_eyelook_units_are_kept_alike_with_an_exact_gradient():
+    """The eyeLook units one gaze moves together (both eyes down; the left eye in with the
+    right one out) pay for their difference, on their own columns only."""
+    model, landmarks, shot, params = toy_problem()
+    model = dataclasses.replace(model, expression_names=LOOK_TOY_NAMES)
+    assert sorted(map(tuple, model.conjugate_expressions.tolist())) == [(0, 1), (2, 3)]
+    params.expression = np.random.default_rng(1).uniform(0.2, 0.8, params.expression.shape)
+    layout = Layout.for_problem(model, params.cameras)
+    base = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    with_term = ShotEnergy(model, landmarks, shot.observations, FitSettings(**dict(ALL_OFF, look_coupling_weight=9.0)))
+    evaluation = with_term.evaluate(params, layout, True)
+    expected = 0.5 * 9.0 * np.sum((params.expression[:, [0, 2]] - params.expression[:, [1, 3]]) ** 2)
+    assert np.isclose(evaluation.terms["expression"], expected)
+    analytic = evaluation.equations.frame_gradient - base.evaluate(params, layout, True).equations.frame_gradient
+    numeric, _ = numeric_gradient(with_term, params, layout, "expression")
+    assert np.abs(analytic - numeric).max() / np.abs(numeric).max() < 1e-4
+    assert np.all(analytic[:, 4:] == 0.0)  # the fifth unit (a blink) is not coupled
 
 
 def test_per_unit_expression_priors_scale_their_rows_and_keep_the_gradient_exact():

@@ -17,7 +17,7 @@ from fitter_backend.head_models import lbs
 from tests.toy_heads import toy_head
 
 ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, opposing_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
-               eye_temporal_weight=0.0, eye_coupling_weight=0.0, intersect_weight_per_m=0.0)
+               eye_temporal_weight=0.0, eye_coupling_weight=0.0, intersect_weight_per_m=0.0, look_coupling_weight=0.0)
 
 
 def toy_problem(num_cameras=2, num_frames=5, seed=0):

@@ -60,6 +60,7 @@ class TorchShotEnergy:
         offset, gain = energy.model.blend_scale_terms  # blend weight = psi (offset + gain . beta)
         self.blend_offset, self.blend_gain = _tensor(offset), _tensor(gain)
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
+        self.conjugate_pairs = energy.conjugate_pairs  # (K, 2): both eyes' eyeLook units pay for their difference
         self.eyes = torch.as_tensor(np.asarray(energy.model.eyeball_joints, dtype=np.int64))  # (2,): left, right
         self.layout = layout
         self.num_frames = start.num_frames
@@ -199,9 +200,11 @@ class TorchShotEnergy:
         residuals["identity"] = np.sqrt(s.identity_weight) * z[component]
         pairs = torch.as_tensor(self.opposing_pairs)
         opposing = np.sqrt(s.opposing_weight) * p["expression"][:, pairs[:, 0]] * p["expression"][:, pairs[:, 1]]
+        conjugate = torch.as_tensor(self.conjugate_pairs)
+        alike = np.sqrt(s.look_coupling_weight) * (p["expression"][:, conjugate[:, 0]] - p["expression"][:, conjugate[:, 1]])
         expression_sqrt = torch.as_tensor(np.sqrt(s.expression_weight * self.expression_scales))
         residuals["expression"] = torch.cat([(expression_sqrt * p["expression"]).reshape(-1),
-                                             opposing.reshape(-1)])
+                                             opposing.reshape(-1), alike.reshape(-1)])
         residuals["joints"] = torch.cat([np.sqrt(s.joint_weight) * p["rotations"][:, 1:].reshape(-1),
                                          (s.eye_coupling_weight * (eyes[:, 0] - eyes[:, 1])).reshape(-1)])
         return residuals

@@ -109,6 +109,7 @@ class ShotEnergy:
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
+        self.conjugate_pairs = model.conjugate_expressions
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         offset, gain = model.blend_scale_terms
         self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
@@ -425,6 +426,11 @@ class ShotEnergy:
         pairs = self.opposing_pairs
         opposing_residual = np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]] * params.expression[:, pairs[:, 1]]
         terms.add("expression", opposing_residual)
+        # Both eyes' lids follow one gaze: r = sqrt(w) (a - b) per conjugate pair of eyeLook units.
+        conjugate = self.conjugate_pairs if s.look_coupling_weight > 0 else np.zeros((0, 2), int)
+        conjugate_residual = np.sqrt(s.look_coupling_weight) * (
+            params.expression[:, conjugate[:, 0]] - params.expression[:, conjugate[:, 1]])
+        terms.add("expression", conjugate_residual)
         joints_residual = np.sqrt(s.joint_weight) * params.rotations[:, 1:].reshape(params.num_frames, -1)
         terms.add("joints", joints_residual)
         if equations is None:
@@ -434,11 +440,14 @@ class ShotEnergy:
             jac[:, : layout.num_identity] = np.diag(np.sqrt(s.identity_weight) / stds[component])
             equations.add_shared_rows(residual, jac)
         equations.add_frame_diagonal(layout.expression_slice, expression_residual, expression_sqrt)
+        start = layout.expression_slice.start
         if len(pairs):
-            start = layout.expression_slice.start
             equations.add_frame_column_pairs(start + pairs[:, 0], start + pairs[:, 1], opposing_residual,
                                              np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 1]],
                                              np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]])
+        if len(conjugate):
+            equations.add_frame_differences(start + conjugate[:, 0], start + conjugate[:, 1], conjugate_residual,
+                                            np.sqrt(s.look_coupling_weight))
         rot = layout.rotation_slice
         equations.add_frame_diagonal(slice(rot.start + 3, rot.stop), joints_residual, np.sqrt(s.joint_weight))
 

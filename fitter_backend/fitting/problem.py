@@ -26,7 +26,8 @@ class FitSettings:
     them, enough to see every part of the head move), and with it eye_temporal_weight (per
     radian) the change of the eye joints' rotations; eye_coupling_weight (per radian) the
     difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
-    depth of eyelids inside eyeballs and lips inside the teeth hull.
+    depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
+    difference between the two eyes' eyeLook units (their lids follow one gaze).
     """
 
     identity_weight: float = 1.0
@@ -35,11 +36,17 @@ class FitSettings:
     # Multipliers of expression_weight for single units, by name (a name without Left/Right
     # applies to both sides). The brow units also move the upper lids, and with one prior for
     # all the fit spread real blinks over them; a blink now costs a quarter of a brow move
-    # (README, "The fitter": GRID bbaf2n closed eyeBlink 0.57 -> 0.68).
+    # (README, "The fitter": GRID bbaf2n closed eyeBlink 0.57 -> 0.68). The lower and upper
+    # lips' own openers cost twice the prior, so an open mouth is jawOpen's, not a lip pulled
+    # down over a shut jaw (rendered jawOpen corr. with the lip gap 0.76 -> 0.79, wojtek 0.83 -> 0.87).
     expression_unit_weights: tuple[tuple[str, float], ...] = (
-        ("eyeBlink", 0.25), ("browInnerUp", 4.0), ("browOuterUp", 4.0), ("browDown", 4.0))
+        ("eyeBlink", 0.25), ("browInnerUp", 4.0), ("browOuterUp", 4.0), ("browDown", 4.0),
+        ("mouthLowerDown", 2.0), ("mouthUpperUp", 2.0))
     joint_weight: float = 2.0
-    temporal_weight: float = 0.3
+    # 0.3 before the eyeLook units were coupled across the eyes (look_coupling_weight), which
+    # left each eye's lid noise to the head pose: 0.33 brings the jitter back (lower on 10 of 12 real
+    # clips, at most 2 % higher on the others; docs/landmark_models.md, section 3b, stop 26).
+    temporal_weight: float = 0.33
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
     # Where an iris is hidden (a blink, a half-shut lid) nothing but these keeps that eye's gaze:
     # the joint prior alone snapped it to straight ahead, away from the other eye (wojtek, the
@@ -48,6 +55,7 @@ class FitSettings:
     eye_temporal_weight: float = 10.0
     eye_coupling_weight: float = 15.0
     intersect_weight_per_m: float = 3000.0
+    look_coupling_weight: float = 16.0
     # Coarse to fine: rigid, + expression/joints, + identity and focal. The expression stage is
     # off by default: with the mean identity, expressions absorb identity and the joint stage
     # then crawls out of it (FLAME-format benchmark: 1.10 vs 0.58 mm identity error).
@@ -60,7 +68,7 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for field in ("identity_weight", "expression_weight", "opposing_weight", "joint_weight", "temporal_weight",
-                      "eye_temporal_weight", "eye_coupling_weight", "intersect_weight_per_m"):
+                      "eye_temporal_weight", "eye_coupling_weight", "intersect_weight_per_m", "look_coupling_weight"):
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")

@@ -92,6 +92,15 @@ OPPOSING_EXPRESSIONS = (
 ) + tuple((f"eyeBlink{side}", f"eyeLook{way}{side}") for side in ("Left", "Right")
           for way in ("Down", "Up", "In", "Out"))
 
+# ARKit units of the two eyes that one gaze moves alike (E_expression, r = w (a - b)): both eyes
+# look down or up together, and the left eye looks in as the right one looks out. Apart, each
+# eye's eyeLook units were free lid shapes, and a fit shut a rendered blink with them
+# (eyeBlinkLeft 0.14 beside eyeLookInLeft 0.75, eyeLookInRight 0.66, both eyes' eyeLookDown 0.5-0.95).
+CONJUGATE_EXPRESSIONS = (
+    ("eyeLookDownLeft", "eyeLookDownRight"), ("eyeLookUpLeft", "eyeLookUpRight"),
+    ("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class HeadModel:
@@ -179,8 +188,17 @@ class HeadModel:
         """(K, 2) int: pairs of bounded channels that should not be on together: they move the
         same vertices in opposite directions (eyeBlink and eyeWide, jawOpen and mouthClose, ...),
         or one hides the other (eyeBlink and the eyeLook units)."""
+        return self._expression_pairs(OPPOSING_EXPRESSIONS)
+
+    @property
+    def conjugate_expressions(self) -> np.ndarray:
+        """(K, 2) int: pairs of channels, one per eye, that one gaze moves alike (the eyeLook units)."""
+        return self._expression_pairs(CONJUGATE_EXPRESSIONS)
+
+    def _expression_pairs(self, named: tuple[tuple[str, str], ...]) -> np.ndarray:
+        """(K, 2) channel indices of the pairs in ``named`` that this head has both of."""
         names = self.expression_names
-        pairs = [(names.index(a), names.index(b)) for a, b in OPPOSING_EXPRESSIONS if a in names and b in names]
+        pairs = [(names.index(a), names.index(b)) for a, b in named if a in names and b in names]
         return np.array(pairs, int).reshape(-1, 2)
 
     def joint_index(self, name: str) -> int:
