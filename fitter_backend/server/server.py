@@ -189,8 +189,11 @@ def main() -> int:
         protocol_out.write(line)
         protocol_out.flush()
 
-    # SIGTERM like SIGINT: the main thread stops reading and the running job is cancelled.
+    # SIGTERM like SIGINT: the main thread stops reading and the running job is cancelled. SIGINT
+    # is set too: Python leaves it ignored when the parent did (a shell's background job), and the
+    # server then ran its job to the end and waited on stdin.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     return serve(sys.stdin.buffer, write)
 
 
