@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from fitter_backend.batch.command import add_batch_command
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
+from fitter_backend.interrupts import interrupt_on_signals
 from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
 from fitter_backend.models import DEVICES
 
@@ -255,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(run=_head_model, action=argv[1], render_args=argv[2:])
     else:
         args = parser.parse_args(argv)
-    # SIGTERM like Ctrl-C: the job unwinds, removing its partial folder; earlier results stay.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_signals()
     try:
         return args.run(args)
     except FacecapError as exc:
@@ -268,7 +267,3 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # what no stage named: still one line, with the file
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 2
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from fitter_backend import __version__
 from fitter_backend.errors import FacecapError
+from fitter_backend.interrupts import interrupt_on_signals
 from fitter_backend.server import protocol
 from fitter_backend.server.runner import HeadModelCache, JobCancelled, run_fit_job
 
@@ -189,13 +189,6 @@ def main() -> int:
         protocol_out.write(line)
         protocol_out.flush()
 
-    # SIGTERM like SIGINT: the main thread stops reading and the running job is cancelled. SIGINT
-    # is set too: Python leaves it ignored when the parent did (a shell's background job), and the
-    # server then ran its job to the end and waited on stdin.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    # SIGINT and SIGTERM: the main thread stops reading and the running job is cancelled.
+    interrupt_on_signals()
     return serve(sys.stdin.buffer, write)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
