@@ -427,7 +427,7 @@ class ShotEnergy:
         opposing_residual = np.sqrt(s.opposing_weight) * params.expression[:, pairs[:, 0]] * params.expression[:, pairs[:, 1]]
         terms.add("expression", opposing_residual)
         # Both eyes' lids follow one gaze: r = sqrt(w) (a - b) per conjugate pair of eyeLook units.
-        conjugate = self.conjugate_pairs if s.look_coupling_weight > 0 else np.zeros((0, 2), int)
+        conjugate = self.conjugate_pairs
         conjugate_residual = np.sqrt(s.look_coupling_weight) * (
             params.expression[:, conjugate[:, 0]] - params.expression[:, conjugate[:, 1]])
         terms.add("expression", conjugate_residual)
