@@ -231,6 +231,37 @@ def test_iris_points_land_on_the_face_meshs_eye_contour(models):
     np.testing.assert_array_equal(refined[untouched], mesh[untouched])
 
 
+@pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
+def test_attention_lids_close_a_shut_eye_further_and_are_averaged_with_the_iris_models(models):
+    """wojtek 110, 230, 231 (eyes shut): the default's lids, the mean of the attention mesh's and
+    the iris model's, read the eyes more closed than the iris model's alone; each lid point is
+    that mean."""
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.eye_refine import MESH_INDICES, REFINED_POINTS, lid_opening, refine_eyes
+    from fitter_backend.video import open_video
+
+    iris_only = load_landmarker("face_mesh_468_iris", progress=lambda m: None)
+    default = load_landmarker("face_mesh_468_attention_lids_iris", progress=lambda m: None)
+    openings = {iris_only: [], default: []}
+    for frame in (110, 230, 231):
+        (shut,) = list(open_video(WOJTEK, frame_range=(frame, frame + 1)))
+        for landmarker, found in openings.items():
+            mu = eye_result(landmarker, shut).mu_px
+            found.extend(lid_opening(mu[list(indices[:REFINED_POINTS])]) for indices in MESH_INDICES.values())
+    assert np.mean(openings[default]) < 0.75 * np.mean(openings[iris_only])   # measured 0.05 against 0.08
+    mesh = load_landmarker("face_mesh_468_attention_lids", progress=lambda m: None).process([shut])[0].mu_px
+    mesh = mesh.astype(np.float64)
+    half, iris_lids = (refine_eyes([shut], [mesh], default.iris, mesh_weight=w)[0] for w in (0.5, 0.0))
+    for indices in MESH_INDICES.values():
+        lids = list(indices[:REFINED_POINTS])
+        np.testing.assert_allclose(half[lids], 0.5 * (mesh[lids] + iris_lids[lids]), atol=1e-9)
+        assert not np.allclose(mesh[lids], iris_lids[lids], atol=0.5)          # two different lid models
+    np.testing.assert_array_equal(half[:468][~np.isin(np.arange(468), list(MESH_INDICES["right"][:16]) +
+                                                      list(MESH_INDICES["left"][:16]))],
+                                  mesh[~np.isin(np.arange(468), list(MESH_INDICES["right"][:16]) +
+                                                list(MESH_INDICES["left"][:16]))])
+
+
 def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
     from fitter_backend.evaluation.__main__ import main
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitter_backend.model_setup import ModelSetupError
 from fitter_backend.model_setup.mediapipe_models import V2_BUNDLE, fetch_mediapipe_wheel
 from fitter_backend.model_setup.tflite_to_onnx import convert
 
@@ -72,11 +71,3 @@ def test_onnx_matches_tflite_on_the_same_inputs(wheel, name, tmp_path):
         scale = float(np.abs(reference).max())
         print(f"{name} {output}: max |ONNX - TFLite| {difference:.2e} (largest value {scale:.3g})")
         assert difference <= RELATIVE_TOLERANCE * max(1.0, scale), (output, difference)
-
-
-def test_mediapipe_custom_operators_are_named_in_the_refusal(wheel):
-    with zipfile.ZipFile(wheel) as bundle:
-        payload = bundle.read("mediapipe/modules/face_landmark/face_landmark_with_attention.tflite")
-    with pytest.raises(ModelSetupError, match=r"face_landmark_with_attention\.tflite: .*does not support "
-                                              r"CUSTOM:Landmarks2TransformMatrix"):
-        convert(payload, Path("face_landmark_with_attention.tflite"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fitter_backend.landmarks.names import ATTENTION_LIDS_LANDMARKS, BOOTSTRAP_LANDMARKS
 from fitter_backend.landmarks.pipeline import Landmarker
 from fitter_backend.video.frames import Frame, open_video
 
@@ -123,7 +124,7 @@ def summarise(results: list[FaceResult]) -> dict:
 def main(argv: list[str]) -> None:
     fixtures = Path(argv[0]) if argv else Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "landmarks"
     faces = load_annotated_faces(fixtures)
-    for name in ("face_mesh_468", "face_mesh_478"):
+    for name in (BOOTSTRAP_LANDMARKS, ATTENTION_LIDS_LANDMARKS, "face_mesh_478"):
         try:
             landmarker = Landmarker.from_setup(landmarks=name, progress=lambda message: None)
         except Exception as error:  # the 478-point model exists only with the shared bundle

@@ -9,7 +9,11 @@ corner-to-corner widths, rotated so the corners lie level, the subject's left ey
 and brow contour, at fixed mesh indices (:data:`MESH_INDICES`, from MediaPipe's
 ``update_face_landmarks_calculator.cc``, and checked here: on real frames each point lands
 1-2 px from the mesh's). Of them, only the lid contour (:data:`REFINED_POINTS` per eye)
-replaces the mesh's points; the halos and brows stay the mesh's (measured, section 3b).
+replaces the mesh's points; the halos and brows stay the mesh's (measured, section 3b). On a
+mesh whose lids come from the attention mesh (``face_mesh_468_attention_lids``, the default) the
+lid points are the mean of both lid models: the attention mesh closes its lids on a shut eye
+where the iris model stops at a slit, and the mean is closer to the annotated photographs than
+either (section 3b).
 
 Everything else is the face mesh's, and the track adds the iris model's iris centre of each
 eye after the mesh's points (:data:`IRIS_CENTRES`): set-up puts them on the head's pupils, so
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fitter_backend.landmarks.model import LandmarkModel
+from fitter_backend.landmarks.names import ATTENTION_LIDS_LANDMARKS
 from fitter_backend.landmarks.pipeline import FrameLandmarks, Landmarker
 from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError
@@ -65,6 +70,14 @@ IRIS_CENTRES = {"right": "iris_centre_R", "left": "iris_centre_L"}
 #: reported missing there.
 IRIS_SIGMA_ROI_FRACTION = 0.006
 OPEN_EYE_GAP = 0.2
+#: Face meshes whose lids come from a lid model of their own (the attention mesh's,
+#: docs/landmark_models.md section 3b): there each lid point is the mean of the mesh's and the
+#: iris model's, two detectors whose errors partly cancel.
+MESHES_WITH_OWN_LIDS = frozenset({ATTENTION_LIDS_LANDMARKS})
+OWN_LIDS_WEIGHT = 0.5
+#: Sigma of the lids averaged so (iBUG 36-47 on the 22 annotated faces: 0.0144; the attention
+#: mesh's alone 0.0151, the iris model's 0.0161).
+MEAN_LID_SIGMA_ROI_FRACTION = 0.0144
 #: Sigma of the refined lid points as a fraction of the face ROI's side, measured like the
 #: face mesh's (docs/landmark_models.md, section 3b: iBUG 36-47 on the 22 annotated faces;
 #: the face mesh's own lids: 0.0178).
@@ -123,10 +136,11 @@ def lid_opening(lid_px: np.ndarray) -> float:
 
 
 def refine_eyes(frames: Sequence[Frame], mu_px: Sequence[np.ndarray], iris: IrisModel,
-                points: int = REFINED_POINTS) -> list[np.ndarray]:
-    """Per frame: the mesh's (N, 2) image points with each eye's first ``points`` iris-model
-    points put in and the iris centres appended ((N + 2, 2), :data:`IRIS_CENTRES` order; one
-    batched model call for all eyes)."""
+                mesh_weight: float = 0.0) -> list[np.ndarray]:
+    """Per frame: the mesh's (N, 2) image points with each eye's lid contour (its first
+    :data:`REFINED_POINTS` points) replaced by the iris model's, or by the mean of both with
+    ``mesh_weight`` on the mesh's, and the iris centres appended ((N + 2, 2),
+    :data:`IRIS_CENTRES` order; one batched model call for all eyes)."""
     crops, transforms = [], []
     for frame, mu in zip(frames, mu_px):
         for side, indices in MESH_INDICES.items():
@@ -141,11 +155,13 @@ def refine_eyes(frames: Sequence[Frame], mu_px: Sequence[np.ndarray], iris: Iris
         refined = np.array(mu, copy=True)
         centres = np.zeros((len(IRIS_CENTRES), 2))
         for e, (side, indices) in enumerate(MESH_INDICES.items()):
-            crop_points = np.concatenate([contours[k, :points], irises[k, :1]]).astype(np.float64)
+            crop_points = np.concatenate([contours[k, :REFINED_POINTS], irises[k, :1]]).astype(np.float64)
             if MIRRORED[side]:
                 crop_points[:, 0] = iris.size_px - crop_points[:, 0]
             image_points = transforms[k].to_image(crop_points)
-            refined[list(indices[:points])], centres[e] = image_points[:points], image_points[points]
+            lids = list(indices[:REFINED_POINTS])
+            refined[lids] = mesh_weight * refined[lids] + (1.0 - mesh_weight) * image_points[:REFINED_POINTS]
+            centres[e] = image_points[REFINED_POINTS]
             k += 1
         out.append(np.concatenate([refined, centres]).astype(mu.dtype))
     return out
@@ -160,7 +176,10 @@ class EyeRefinedLandmarker(Landmarker):
         # The refined model is a landmark model of its own (its embedding on a head and its
         # lids' sigma differ).
         sigma = np.array(model.metadata.sigma_roi_fraction, dtype=np.float64)
-        sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = LID_SIGMA_ROI_FRACTION
+        own_lids = model.metadata.name in MESHES_WITH_OWN_LIDS
+        self.mesh_lid_weight = OWN_LIDS_WEIGHT if own_lids else 0.0
+        sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = \
+            MEAN_LID_SIGMA_ROI_FRACTION if own_lids else LID_SIGMA_ROI_FRACTION
         mesh = dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX, sigma_roi_fraction=sigma)
         super().__init__(LandmarkModel(model.session, mesh, model.onnx_path), detector, realtime, refine_detections)
         self.iris = iris
@@ -195,7 +214,8 @@ class EyeRefinedLandmarker(Landmarker):
         results = super()._predict(frames, rois)
         threshold = self.model.metadata.presence_threshold
         views = [v for v, (_, _, presence) in results.items() if presence >= threshold]
-        refined = refine_eyes([frames[v] for v in views], [results[v][0] for v in views], self.iris) if views else []
+        refined = refine_eyes([frames[v] for v in views], [results[v][0] for v in views], self.iris,
+                              self.mesh_lid_weight) if views else []
         for view, mu in zip(views, refined):
             sigma = results[view][1]
             iris_sigma = np.full(len(IRIS_CENTRES), IRIS_SIGMA_ROI_FRACTION * rois[view].size_px, sigma.dtype)

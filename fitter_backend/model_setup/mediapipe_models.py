@@ -2,12 +2,11 @@
 
 ``ensure_mediapipe_models()`` is the set-up step: it fetches the ``mediapipe==0.10.21``
 wheel (a zip to us: never installed or imported), reads BlazeFace short-range, the 468-point
-face mesh and the iris model from it (plus the 478-point v2 mesh from the shared fixture
-bundle when present), converts them with the project's own converter
-(:mod:`fitter_backend.model_setup.tflite_to_onnx`, no TensorFlow), checks that each runs in
-onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its ``.json`` contract (see
-docs/landmark_models.md). Stamps make
-repeated calls cost milliseconds.
+face mesh, the attention mesh (whose lids the default takes) and the iris model from it (plus
+the 478-point v2 mesh from the shared fixture bundle when present), converts them with the
+project's own converter (:mod:`fitter_backend.model_setup.tflite_to_onnx`, no TensorFlow),
+checks that each runs in onnxruntime, and writes ``<data_dir>/models/<name>.onnx`` with its
+``.json`` contract (see docs/landmark_models.md). Stamps make repeated calls cost milliseconds.
 """
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from fitter_backend import paths
+from fitter_backend.landmarks.names import ATTENTION_LIDS_LANDMARKS
 from fitter_backend.model_setup.errors import ModelSetupError
 from fitter_backend.model_setup.verify import check_runs
 
@@ -52,7 +52,6 @@ IBUG68_FROM_MEDIAPIPE = (
 #: subject's right mouth corner (78, ibug_60) to the left one (308, ibug_64).
 INNER_LIP_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 INNER_LIP_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
-
 #: Measured sigma per region as a fraction of the ROI side: RMS error / sqrt(2) of the
 #: iBUG-68 counterparts on the 22 annotated fixture faces (``python -m
 #: fitter_backend.landmarks.calibrate``; docs/landmark_models.md). Irises take the eyes' value;
@@ -71,6 +70,9 @@ SIGMA_ROI_FRACTION = {
                       "eyebrows": 0.0204, "eyes": 0.0113, "lips": 0.0122, "irises": 0.0113,
                       "unlisted": _JAW_SIGMA["face_mesh_478"]},
 }
+#: The attention mesh's lids (iBUG 36-47 on the 22 faces: 0.0151, the plain mesh's 0.0178); all
+#: else is the plain mesh's.
+SIGMA_ROI_FRACTION[ATTENTION_LIDS_LANDMARKS] = {**SIGMA_ROI_FRACTION["face_mesh_468"], "eyes": 0.0151}
 
 #: The real-time affine ROI puts these anchors where they fall, on average, in MediaPipe's
 #: own square crops (x, y as fractions of the side; measured on the fixtures, symmetrised).
@@ -92,6 +94,11 @@ def _wanted_models() -> dict[str, dict]:
         "face_detector": {"archive": "wheel", "member": "mediapipe/modules/face_detection/face_detection_short_range.tflite"},
         "face_mesh_468": {"archive": "wheel", "member": "mediapipe/modules/face_landmark/face_landmark.tflite"},
         "iris_landmark": {"archive": "wheel", "member": "mediapipe/modules/iris_landmark/iris_landmark.tflite"},
+        # One ONNX model from two networks: the 468-point mesh with the attention mesh's lids
+        # (fitter_backend.model_setup.attention_mesh).
+        ATTENTION_LIDS_LANDMARKS: {
+            "archive": "wheel", "member": "mediapipe/modules/face_landmark/face_landmark.tflite",
+            "lids_member": "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite"},
     }
     if V2_BUNDLE.is_file():
         wanted["face_mesh_478"] = {"archive": str(V2_BUNDLE), "member": "face_landmarks_detector.tflite"}
@@ -238,6 +245,7 @@ def iris_metadata(onnx_name: str, source: dict) -> dict:
 
 MESH_IO = {
     "face_mesh_468": {"input": "input_1", "mu": "conv2d_21", "presence": "conv2d_31"},
+    ATTENTION_LIDS_LANDMARKS: {"input": "input_1", "mu": "refined_landmarks", "presence": "conv2d_31"},
     "face_mesh_478": {"input": "serving_default_input_28:0", "mu": "StatefulPartitionedCall:1",
                       "presence": "StatefulPartitionedCall:0"},
 }
@@ -267,7 +275,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
     """Build (once) and return the ONNX paths: ``face_detector``, ``face_mesh_468``,
-    ``iris_landmark`` and, when the shared fixture bundle exists, ``face_mesh_478``. Each has
+    ``face_mesh_468_attention_lids``, ``iris_landmark`` and, when the shared fixture bundle
+    exists, ``face_mesh_478``. Each has
     a ``.json`` sidecar (the contract), rewritten whenever this module's constants change."""
     started = time.perf_counter()
     wanted = _wanted_models()
@@ -279,14 +288,20 @@ def ensure_mediapipe_models(progress=print) -> dict[str, Path]:
     wheel = fetch_mediapipe_wheel(progress) if stale else None
     if stale:
         progress(f"converting {', '.join(stale)} to ONNX")
-        from fitter_backend.model_setup import tflite_to_onnx  # tflite and onnx: only when converting
+        from fitter_backend.model_setup import attention_mesh, tflite_to_onnx  # tflite, onnx: only to convert
     for name in stale:
         spec = wanted[name]
         archive = wheel if spec["archive"] == "wheel" else Path(spec["archive"])
         payload = _read_member(archive, spec["member"])
         with tempfile.TemporaryDirectory(dir=out) as scratch:
             onnx_path = Path(scratch) / f"{name}.onnx"
-            onnx_path.write_bytes(tflite_to_onnx.convert(payload, archive / spec["member"]).SerializeToString())
+            converted = tflite_to_onnx.convert(payload, archive / spec["member"])
+            if "lids_member" in spec:
+                lids_payload = _read_member(archive, spec["lids_member"])
+                converted = attention_mesh.face_mesh_with_attention_lids(
+                    converted, MESH_IO["face_mesh_468"]["mu"], tflite_to_onnx.convert(lids_payload, archive / spec["lids_member"]))
+                payload += lids_payload  # the stamp's source checksum covers both networks
+            onnx_path.write_bytes(converted.SerializeToString())
             check_runs(onnx_path)
             onnx_path.replace(out / f"{name}.onnx")
         stamp = {"converter": CONVERTER_ID, "bundle_sha256": bundles[name],

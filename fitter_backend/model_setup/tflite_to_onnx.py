@@ -4,8 +4,9 @@
 It covers the operators of MediaPipe's face models (BlazeFace short range, the 468- and
 478-point face meshes, the iris model): CONV_2D, DEPTHWISE_CONV_2D, MAX_POOL_2D, ADD, MUL,
 RELU, PRELU, PAD, RESHAPE, CONCATENATION, STRIDED_SLICE and DEQUANTIZE (fp16 or int8
-weights become float32 constants). Anything else raises :class:`ModelSetupError` naming
-the operator, e.g. the MediaPipe custom ops of ``face_landmark_with_attention.tflite``.
+weights become float32 constants), and the attention mesh's three MediaPipe custom operators
+as standard ONNX subgraphs (:mod:`fitter_backend.model_setup.mediapipe_ops`). Anything else
+raises :class:`ModelSetupError` naming the operator.
 
 Layout: the ONNX model keeps TFLite's NHWC inputs and outputs, names and batch (made
 dynamic: dim 0 is ``batch``). Inside, 4-D activations run as NCHW for ONNX's Conv and
@@ -24,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tflite.BuiltinOperator import BuiltinOperator
 
 from fitter_backend.model_setup.errors import ModelSetupError
+from fitter_backend.model_setup.mediapipe_ops import CUSTOM_CONVERTERS
 
 OPSET = 17
 TO_NCHW = (0, 3, 1, 2)
@@ -287,6 +289,7 @@ CONVERTERS = {
     "CONCATENATION": _concatenation,
     "STRIDED_SLICE": _strided_slice,
     "DEQUANTIZE": _dequantize,
+    **CUSTOM_CONVERTERS,
 }
 
 
