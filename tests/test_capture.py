@@ -264,13 +264,14 @@ def test_attention_lids_close_a_shut_eye_further_and_are_averaged_with_the_iris_
 
 def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
     from fitter_backend.evaluation.__main__ import main
+    from fitter_backend.landmarks import FACE_LANDMARKS  # placed on the open head by set-up
 
     out = tmp_path / "capture.json"
-    assert main(["capture", "--landmarks", "face_mesh_468_iris", "--clips", "1", "--frames", "25", "--real", "none",
+    assert main(["capture", "--landmarks", FACE_LANDMARKS, "--clips", "1", "--frames", "25", "--real", "none",
                  "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "blink recall" in printed and "ARKit weights outside" in printed
-    (clip,) = json.loads(out.read_text())["rendered"]["face_mesh_468_iris"]
+    (clip,) = json.loads(out.read_text())["rendered"][FACE_LANDMARKS]
     assert clip["closed_over_open_true_right"] == pytest.approx(0.0, abs=0.1)   # eyeBlink = 1 closes exactly
     assert 0 <= clip["arkit_outside_pct"] <= 100 and abs(clip["focal_err_pct"]) < 60
     assert main(["capture", "--clips", "-1"]) == 2
