@@ -28,7 +28,7 @@ from fitter_backend.batch.command import add_batch_command
 from fitter_backend.errors import FacecapError
 from fitter_backend.head_models.head_model import HeadModel
 from fitter_backend.interrupts import interrupt_on_signals
-from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS
+from fitter_backend.landmarks import BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, IRIS_LIDS_LANDMARKS
 from fitter_backend.models import DEVICES
 
 
@@ -65,8 +65,10 @@ def _setup(args: argparse.Namespace) -> int:
     from fitter_backend.head_models.loading import load_head_model
     from fitter_backend.landmarks import load_landmarker
     from fitter_backend.landmarks.embedding import landmark_embedding
-    # Every landmark model the protocol and the add-on offer (the dense network carries its own).
-    landmarkers = {name: load_landmarker(name, progress=progress) for name in (DEFAULT_LANDMARKS, BOOTSTRAP_LANDMARKS)}
+    # Every landmark model the protocol, the add-on and `fit --landmarks` name (the dense network
+    # carries its own).
+    landmarkers = {name: load_landmarker(name, progress=progress)
+                   for name in (DEFAULT_LANDMARKS, IRIS_LIDS_LANDMARKS, BOOTSTRAP_LANDMARKS)}
     for spec in ("open", *getattr(args, "head", [])):
         model = load_head_model(spec)
         for name, landmarker in landmarkers.items():
@@ -223,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     fit.add_argument("--landmarks", default=DEFAULT_LANDMARKS,
                      help=f"landmark model (default {DEFAULT_LANDMARKS}: MediaPipe's face points plus the "
-                          f"dense network's ears, neck and back of head): {BOOTSTRAP_LANDMARKS} (MediaPipe alone), "
+                          f"dense network's ears, neck and back of head): {IRIS_LIDS_LANDMARKS} (the same with the "
+                          f"iris model's lids alone, faster), {BOOTSTRAP_LANDMARKS} (MediaPipe alone), "
                           f"{DENSE_LANDMARKS} (the dense network alone, whole head), face_mesh_478, another "
                           "model shipped in onnx_models/models/, or FACE+HEAD for another combination")
     fit.add_argument("--device", default="cpu", choices=DEVICES,

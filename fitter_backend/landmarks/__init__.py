@@ -3,9 +3,10 @@ from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
 from fitter_backend.landmarks.names import (BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS, DENSE_LANDMARKS, FACE_LANDMARKS,
-                                           WHOLE_HEAD_LANDMARKS)
+                                           IRIS_LIDS_LANDMARKS, WHOLE_HEAD_LANDMARKS)
 
-__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FACE_LANDMARKS", "WHOLE_HEAD_LANDMARKS",
+__all__ = ["BOOTSTRAP_LANDMARKS", "DEFAULT_LANDMARKS", "DENSE_LANDMARKS", "FACE_LANDMARKS", "IRIS_LIDS_LANDMARKS",
+           "WHOLE_HEAD_LANDMARKS",
            "FrameLandmarks", "LandmarkMetadata", "LandmarkModel", "LandmarkModelError", "LandmarkTrack", "Landmarker",
            "NoFaceError", "load_landmarker"]
 

@@ -15,4 +15,7 @@ BOOTSTRAP_LANDMARKS = "face_mesh_468"
 ATTENTION_LIDS_LANDMARKS = f"{BOOTSTRAP_LANDMARKS}_attention_lids"
 FACE_LANDMARKS = f"{ATTENTION_LIDS_LANDMARKS}_iris"
 WHOLE_HEAD_LANDMARKS = f"{FACE_LANDMARKS}+{DENSE_LANDMARKS}"
+#: The default before the attention mesh's lids: the iris model's lids alone, about 7 ms a frame
+#: faster (docs/landmark_models.md, section 8), with the dense network's head points.
+IRIS_LIDS_LANDMARKS = f"{BOOTSTRAP_LANDMARKS}_iris+{DENSE_LANDMARKS}"
 DEFAULT_LANDMARKS = WHOLE_HEAD_LANDMARKS
