@@ -19,6 +19,13 @@ def models() -> dict:
 
 
 @pytest.fixture(scope="session")
+def wheel(models):
+    """The mediapipe wheel set-up read its models from (already downloaded by then)."""
+    from fitter_backend.model_setup.mediapipe_models import fetch_mediapipe_wheel
+    return fetch_mediapipe_wheel(progress=lambda message: None)
+
+
+@pytest.fixture(scope="session")
 def detector(models):
     from fitter_backend.roi import FaceDetector
     return FaceDetector.load(models["face_detector"])

@@ -18,7 +18,7 @@ import tflite
 
 from fitter_backend.model_setup import ModelSetupError
 from fitter_backend.model_setup.attention_mesh import LID_OUTPUTS, OUTPUT, PREFIX, face_mesh_with_attention_lids
-from fitter_backend.model_setup.mediapipe_models import MESH_IO, fetch_mediapipe_wheel
+from fitter_backend.model_setup.mediapipe_models import MESH_IO
 from fitter_backend.model_setup.mediapipe_ops import custom_options
 from fitter_backend.model_setup.tflite_to_onnx import _operator_name, convert
 
@@ -41,11 +41,6 @@ def face_input(detector) -> np.ndarray:
     box = face.box_px
     crop, _ = SquareRoi(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 1.5 * face.size_px).crop(image, 192)
     return (crop.astype(np.float32) / 255.0)[None]
-
-
-@pytest.fixture(scope="module")
-def wheel(models) -> Path:  # after set-up, so the wheel is already downloaded
-    return fetch_mediapipe_wheel(progress=lambda message: None)
 
 
 @pytest.fixture(scope="module")

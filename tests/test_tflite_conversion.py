@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitter_backend.model_setup.mediapipe_models import V2_BUNDLE, fetch_mediapipe_wheel
+from fitter_backend.model_setup.mediapipe_models import V2_BUNDLE
 from fitter_backend.model_setup.tflite_to_onnx import convert
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="the TFLite reference needs ai-edge-litert "
@@ -24,11 +24,6 @@ WHEEL_MODELS = {
     "face_landmark": "mediapipe/modules/face_landmark/face_landmark.tflite",
     "iris_landmark": "mediapipe/modules/iris_landmark/iris_landmark.tflite",
 }
-
-
-@pytest.fixture(scope="module")
-def wheel(models) -> Path:  # after set-up, so the wheel is already downloaded
-    return fetch_mediapipe_wheel(progress=lambda message: None)
 
 
 def _tflite(wheel: Path, name: str) -> tuple[bytes, Path]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
+from onnx.utils import Extractor
 
 from fitter_backend.landmarks.eye_refine import MESH_INDICES, REFINED_POINTS
 
@@ -83,5 +84,8 @@ def face_mesh_with_attention_lids(face_mesh: onnx.ModelProto, mesh_output: str, 
     graph.node.extend(nodes)
     graph.initializer.extend(initializers)
     graph.output.insert(0, helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1, 1, MESH_POINTS * 3]))
+    # Only what the outputs need: the attention mesh's lips, irises and face flag would run on
+    # every frame for nothing (504 nodes instead of 738, about 1.3 ms a crop).
+    model = Extractor(model).extract_model([face_input.name], [output.name for output in graph.output])
     onnx.checker.check_model(model)
     return model

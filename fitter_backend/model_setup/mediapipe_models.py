@@ -28,7 +28,7 @@ from fitter_backend.model_setup.verify import check_runs
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.21"
 MEDIAPIPE_WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 #: Recorded in each stamp: a new converter version converts again.
-CONVERTER_ID = "facecap tflite_to_onnx 2 (tflite==2.18.0, onnx==1.23.2)"
+CONVERTER_ID = "facecap tflite_to_onnx 3 (tflite==2.18.0, onnx==1.23.2)"
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64")
 CONNECTIONS_MEMBER = "mediapipe/python/solutions/face_mesh_connections.py"
 V2_BUNDLE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "models" \
