@@ -196,14 +196,42 @@ def test_iris_centres_are_on_the_pupils_and_missing_under_a_shut_lid(models, bli
     assert np.isfinite(shut.mu_px[:468]).all()                     # the shut lids themselves are seen
 
 
+def level_lids(lower_px: float, upper_px: float) -> np.ndarray:
+    """(16, 2) one eye's lid contour, corners 30 px apart on y = 0: the lower lid ``lower_px``
+    below the corners' line, the upper ``upper_px`` above it (image y points down)."""
+    lids = np.zeros((16, 2))
+    lids[:9, 0], lids[9:, 0] = np.linspace(0, 30, 9), np.linspace(3.75, 26.25, 7)
+    lids[1:8, 1], lids[9:, 1] = lower_px, -upper_px
+    return lids
+
+
+ROTATION = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+
+
 def test_lid_opening_is_the_gap_across_the_corners_line_over_the_width():
     from fitter_backend.landmarks.eye_refine import lid_opening
 
-    lids = np.zeros((16, 2))
-    lids[:9, 0], lids[9:, 0] = np.linspace(0, 30, 9), np.linspace(3.75, 26.25, 7)
-    lids[1:8, 1], lids[9:, 1] = 4.0, -5.0                          # lower lid 4 px below, upper 5 px above
-    rotation = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
-    assert lid_opening(lids) == pytest.approx(0.3) and lid_opening(lids @ rotation.T + 7) == pytest.approx(0.3)
+    lids = level_lids(4.0, 5.0)
+    assert lid_opening(lids) == pytest.approx(0.3) and lid_opening(lids @ ROTATION.T + 7) == pytest.approx(0.3)
+
+
+def test_stretched_lids_read_shut_under_the_shut_reading_and_keep_open_eyes():
+    """Below the open reference the opening g becomes ref (g - shut) / (ref - shut); each upper-lid
+    point moves only across the corners' line, toward its partner on the lower lid."""
+    from fitter_backend.landmarks.eye_refine import lid_opening, stretch_lids
+
+    np.testing.assert_array_equal(stretch_lids(level_lids(4.0, 5.0), 0.1, 0.3), level_lids(4.0, 5.0))  # 0.3: open
+    half = level_lids(2.0, 4.0) @ ROTATION.T + 7                   # 0.2 of the width, turned and moved
+    stretched = stretch_lids(half, 0.1, 0.3)
+    assert lid_opening(stretched) == pytest.approx(0.3 * 0.1 / 0.2)
+    level = (stretched - 7) @ ROTATION                             # back to the corners' frame
+    np.testing.assert_allclose(level[:, 0], level_lids(2.0, 4.0)[:, 0], atol=1e-9)   # along the line: kept
+    np.testing.assert_allclose(level[[0, 8]], [[0, 0], [30, 0]], atol=1e-9)            # corners kept
+    np.testing.assert_allclose(level[1:8, 1], 2.0)                                    # lower lid kept
+    np.testing.assert_allclose(level[1:8, 1] - level[9:, 1], 0.75 * 6.0)             # each pair's gap x 0.75
+    slit = stretch_lids(level_lids(1.0, 1.4), 0.1, 0.3)            # 0.08: under the shut reading
+    assert lid_opening(slit) == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(slit[9:, 1], 1.0, atol=1e-12)                          # upper lid on the lower
 
 
 def eye_result(landmarker, frame):
@@ -308,3 +336,33 @@ def test_annotations_at_the_heads_own_points_map_back_to_them():
     truth = surface_points(posed_vertices(model), model.triangles, subset)[0]
     assert np.isfinite(on_model).all()
     np.testing.assert_allclose(on_model, truth, atol=1.0e-3)   # 1 px is ~0.4 mm here
+
+
+@pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
+def test_the_default_gives_the_fitter_stretched_lids_and_set_up_the_readings(models):
+    """wojtek 230-232 (eyes shut): the default's track (what the fitter takes) reads the eyes shut
+    where the networks' readings (what set-up places points from) stop at a slit; the iris-lids
+    model, not measured for it, passes its readings on as they are."""
+    from fitter_backend.landmarks import load_landmarker
+    from fitter_backend.landmarks.eye_refine import (LID_OPEN_REFERENCE, LID_SHUT_READING, MESH_INDICES,
+                                                     REFINED_POINTS, lid_opening)
+    from fitter_backend.landmarks.names import DEFAULT_LANDMARKS, IRIS_LIDS_LANDMARKS
+    from fitter_backend.video import open_video
+
+    lid_rows = [list(indices[:REFINED_POINTS]) for indices in MESH_INDICES.values()]
+    default = load_landmarker(DEFAULT_LANDMARKS, progress=lambda m: None)
+    track = default.track(open_video(WOJTEK, frame_range=(230, 233)))
+    default.reset()
+    readings = [default.process([frame])[0] for frame in open_video(WOJTEK, frame_range=(230, 233))]
+    for t, reading in enumerate(readings):
+        observed = default.observations([reading])[0]
+        for rows in lid_rows:
+            read, seen = lid_opening(reading.mu_px[rows]), lid_opening(observed.mu_px[rows])
+            assert 0.02 < read < LID_OPEN_REFERENCE          # a slit ...
+            assert seen == pytest.approx(max(read - LID_SHUT_READING, 0) * LID_OPEN_REFERENCE
+                                         / (LID_OPEN_REFERENCE - LID_SHUT_READING), abs=1e-6)
+            assert lid_opening(track.mu_px[t, 0][rows]) < 0.5 * read    # ... the fitter sees (nearly) shut
+        others = np.setdiff1d(np.arange(default.num_landmarks), np.concatenate(lid_rows))
+        np.testing.assert_array_equal(observed.mu_px[others], reading.mu_px[others])
+    iris_only = load_landmarker(IRIS_LIDS_LANDMARKS, progress=lambda m: None)
+    assert iris_only.observations(readings) is readings

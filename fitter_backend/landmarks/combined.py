@@ -77,6 +77,10 @@ class CombinedLandmarker(FrameLandmarker):
                                            sigma_px=np.concatenate([face.sigma_px, sigma])))
         return out
 
+    def observations(self, readings: list[FrameLandmarks]) -> list[FrameLandmarks]:
+        # The face model's points come first, at the same indices, and only it corrects any.
+        return self.face.observations(readings)
+
 
 def load_landmarker(landmarks: str, device: str = "cpu", realtime: bool = False,
                     progress: Callable[[str], None] = print) -> Landmarker | CombinedLandmarker:

@@ -150,9 +150,15 @@ class FrameLandmarker:
     def process(self, frames: Sequence[Frame]) -> list[FrameLandmarks]:
         raise NotImplementedError
 
+    def observations(self, readings: list[FrameLandmarks]) -> list[FrameLandmarks]:
+        """What the fitter is given for one instant's :meth:`process` readings: the readings, unless
+        a model corrects a measured bias of them. Set-up places each point from the readings."""
+        return readings
+
     def track(self, source: FrameSource | MultiViewSource,
               progress: Callable[[int, int], None] | None = None) -> LandmarkTrack:
-        """Landmarks for every frame of a source (one view or synchronised views).
+        """Landmarks for every frame of a source (one view or synchronised views), as the fitter
+        takes them (:meth:`observations`).
         Raises NoFaceError when no frame of any view has a usable face."""
         self.reset()
         views = source.views if isinstance(source, MultiViewSource) else [source]
@@ -164,7 +170,7 @@ class FrameLandmarker:
         notes = [note for view in views for note in view.notes]
         multiple_noted = set()
         for step, frames in enumerate(prefetch(steps)):
-            row = self.process(frames)
+            row = self.observations(self.process(frames))
             for view, result in enumerate(row):
                 if "multiple_faces" in result.flags and view not in multiple_noted:
                     multiple_noted.add(view)
