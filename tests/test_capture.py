@@ -339,30 +339,33 @@ def test_annotations_at_the_heads_own_points_map_back_to_them():
 
 
 @pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
-def test_the_default_gives_the_fitter_stretched_lids_and_set_up_the_readings(models):
-    """wojtek 230-232 (eyes shut): the default's track (what the fitter takes) reads the eyes shut
-    where the networks' readings (what set-up places points from) stop at a slit; the iris-lids
-    model, not measured for it, passes its readings on as they are."""
+def test_the_track_gives_the_fitter_stretched_lids_and_set_up_the_readings(models):
+    """wojtek 230-232 (eyes shut): the track (what the fitter takes) reads the eyes shut where the
+    lid models' readings (what set-up places points from) stop at a slit, each face mesh's lids
+    stretched by their own measured shut reading; the plain face mesh passes its readings on."""
     from fitter_backend.landmarks import load_landmarker
-    from fitter_backend.landmarks.eye_refine import (LID_OPEN_REFERENCE, LID_SHUT_READING, MESH_INDICES,
+    from fitter_backend.landmarks.eye_refine import (LID_OPEN_REFERENCE, LID_SHUT_READINGS, MESH_INDICES,
                                                      REFINED_POINTS, lid_opening)
-    from fitter_backend.landmarks.names import DEFAULT_LANDMARKS, IRIS_LIDS_LANDMARKS
+    from fitter_backend.landmarks.names import (ATTENTION_LIDS_LANDMARKS, BOOTSTRAP_LANDMARKS, DEFAULT_LANDMARKS,
+                                                IRIS_LIDS_LANDMARKS)
     from fitter_backend.video import open_video
 
     lid_rows = [list(indices[:REFINED_POINTS]) for indices in MESH_INDICES.values()]
-    default = load_landmarker(DEFAULT_LANDMARKS, progress=lambda m: None)
-    track = default.track(open_video(WOJTEK, frame_range=(230, 233)))
-    default.reset()
-    readings = [default.process([frame])[0] for frame in open_video(WOJTEK, frame_range=(230, 233))]
-    for t, reading in enumerate(readings):
-        observed = default.observations([reading])[0]
-        for rows in lid_rows:
-            read, seen = lid_opening(reading.mu_px[rows]), lid_opening(observed.mu_px[rows])
-            assert 0.02 < read < LID_OPEN_REFERENCE          # a slit ...
-            assert seen == pytest.approx(max(read - LID_SHUT_READING, 0) * LID_OPEN_REFERENCE
-                                         / (LID_OPEN_REFERENCE - LID_SHUT_READING), abs=1e-6)
-            assert lid_opening(track.mu_px[t, 0][rows]) < 0.5 * read    # ... the fitter sees (nearly) shut
-        others = np.setdiff1d(np.arange(default.num_landmarks), np.concatenate(lid_rows))
-        np.testing.assert_array_equal(observed.mu_px[others], reading.mu_px[others])
-    iris_only = load_landmarker(IRIS_LIDS_LANDMARKS, progress=lambda m: None)
-    assert iris_only.observations(readings) is readings
+    for name, mesh in ((DEFAULT_LANDMARKS, ATTENTION_LIDS_LANDMARKS), (IRIS_LIDS_LANDMARKS, BOOTSTRAP_LANDMARKS)):
+        landmarker = load_landmarker(name, progress=lambda m: None)
+        shut_reading = LID_SHUT_READINGS[mesh]
+        track = landmarker.track(open_video(WOJTEK, frame_range=(230, 233)))
+        landmarker.reset()
+        readings = [landmarker.process([frame])[0] for frame in open_video(WOJTEK, frame_range=(230, 233))]
+        for t, reading in enumerate(readings):
+            observed = landmarker.observations([reading])[0]
+            for rows in lid_rows:
+                read, seen = lid_opening(reading.mu_px[rows]), lid_opening(observed.mu_px[rows])
+                assert 0.02 < read < LID_OPEN_REFERENCE          # a slit ...
+                assert seen == pytest.approx(max(read - shut_reading, 0) * LID_OPEN_REFERENCE
+                                             / (LID_OPEN_REFERENCE - shut_reading), abs=1e-5)  # float32 points
+                assert lid_opening(track.mu_px[t, 0][rows]) < 0.5 * read    # ... the fitter sees (nearly) shut
+            others = np.setdiff1d(np.arange(landmarker.num_landmarks), np.concatenate(lid_rows))
+            np.testing.assert_array_equal(observed.mu_px[others], reading.mu_px[others])
+    plain = load_landmarker(BOOTSTRAP_LANDMARKS, progress=lambda m: None)
+    assert plain.observations(readings) is readings

@@ -15,8 +15,8 @@ lid points are the mean of both lid models: the attention mesh closes its lids o
 where the iris model stops at a slit, and the mean is closer to the annotated photographs than
 either (section 3b).
 
-Both lid models stop short of a closing lid, and the miss is the upper lid's: on the default's
-lids the track, what the fitter is given, brings each upper lid down by the measured amount
+Both lid models stop short of a closing lid, and the miss is the upper lid's: the track, what the
+fitter is given, brings each upper lid down by the amount measured for that face mesh's lids
 (:func:`stretch_lids`, in :meth:`EyeRefinedLandmarker.observations`); set-up places the points
 from the lids as read.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fitter_backend.landmarks.model import LandmarkModel
-from fitter_backend.landmarks.names import ATTENTION_LIDS_LANDMARKS
+from fitter_backend.landmarks.names import ATTENTION_LIDS_LANDMARKS, BOOTSTRAP_LANDMARKS
 from fitter_backend.landmarks.pipeline import FrameLandmarks, Landmarker
 from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError
@@ -83,16 +83,18 @@ OWN_LIDS_WEIGHT = 0.5
 #: Sigma of the lids averaged so (iBUG 36-47 on the 22 annotated faces: 0.0144; the attention
 #: mesh's alone 0.0151, the iris model's 0.0161).
 MEAN_LID_SIGMA_ROI_FRACTION = 0.0144
-#: The mean lids stop short of a closing lid: on rendered clips (seeds 7-12, none of those
-#: ``capture`` reports) a shut eye reads 0.055 of the eye's width open (90 % of frames under
-#: 0.095), a half-shut one (truth 0.20) 0.27, an open one 0.34 as it is, and the gap left is the
-#: upper lid's: the lower lid is read where it is (docs/landmark_models.md, section 3b, stop 28;
-#: real shut eyes read the same, GRID bbaf2n 0.04-0.05). Below LID_OPEN_REFERENCE the upper lid
-#: is brought down so that LID_SHUT_READING and less read as shut (:func:`stretch_lids`). The
-#: reference sits under real open eyes (0.24-0.33 on the 12 real clips): at 0.30, narrow-eyed
-#: actors' open eyes were stretched too (GRID lbax4n open-eye eyeBlink 0.25 -> 0.33).
-LID_SHUT_READING = 0.10
+#: Lid models stop short of a closing lid: on rendered clips (seeds 7-12, none of those
+#: ``capture`` reports) the default's mean lids read a shut eye 0.055 of the eye's width open
+#: (90 % of frames under 0.095), a half-shut one (truth 0.20) 0.27, an open one 0.34 as it is, and
+#: the gap left is the upper lid's: the lower lid is read where it is (docs/landmark_models.md,
+#: section 3b, stop 28; real shut eyes read the same, GRID bbaf2n 0.04-0.05). Below
+#: LID_OPEN_REFERENCE the upper lid is brought down so that a face mesh's LID_SHUT_READINGS
+#: (the 90th percentile of its lids' shut readings; the iris model's lids alone: median 0.091)
+#: and less read shut (:func:`stretch_lids`). The reference sits under real open eyes (0.24-0.33
+#: on the 12 real clips): at 0.30, narrow-eyed actors' open eyes were stretched too (GRID lbax4n
+#: open-eye eyeBlink 0.25 -> 0.33).
 LID_OPEN_REFERENCE = 0.25
+LID_SHUT_READINGS = {ATTENTION_LIDS_LANDMARKS: 0.10, BOOTSTRAP_LANDMARKS: 0.15}
 #: Sigma of the refined lid points as a fraction of the face ROI's side, measured like the
 #: face mesh's (docs/landmark_models.md, section 3b: iBUG 36-47 on the 22 annotated faces;
 #: the face mesh's own lids: 0.0178).
@@ -213,7 +215,8 @@ class EyeRefinedLandmarker(Landmarker):
         sigma = np.array(model.metadata.sigma_roi_fraction, dtype=np.float64)
         own_lids = model.metadata.name in MESHES_WITH_OWN_LIDS
         self.mesh_lid_weight = OWN_LIDS_WEIGHT if own_lids else 0.0
-        self.lid_stretch = (LID_SHUT_READING, LID_OPEN_REFERENCE) if own_lids else None  # measured for the mean lids
+        shut = LID_SHUT_READINGS.get(model.metadata.name)
+        self.lid_stretch = None if shut is None else (shut, LID_OPEN_REFERENCE)  # where measured
         sigma[[i for indices in MESH_INDICES.values() for i in indices[:REFINED_POINTS]]] = \
             MEAN_LID_SIGMA_ROI_FRACTION if own_lids else LID_SIGMA_ROI_FRACTION
         mesh = dataclasses.replace(model.metadata, name=model.metadata.name + SUFFIX, sigma_roi_fraction=sigma)
@@ -277,7 +280,7 @@ class EyeRefinedLandmarker(Landmarker):
         return out
 
     def observations(self, readings: list[FrameLandmarks]) -> list[FrameLandmarks]:
-        """The readings with each eye's lids stretched where that was measured (:func:`stretch_lids`)."""
+        """The readings with each eye's lids stretched as measured for this face mesh (:func:`stretch_lids`)."""
         if not self.lid_stretch:
             return readings
         out = []
