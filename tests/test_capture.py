@@ -369,3 +369,17 @@ def test_the_track_gives_the_fitter_stretched_lids_and_set_up_the_readings(model
             np.testing.assert_array_equal(observed.mu_px[others], reading.mu_px[others])
     plain = load_landmarker(BOOTSTRAP_LANDMARKS, progress=lambda m: None)
     assert plain.observations(readings) is readings
+
+
+@pytest.mark.skipif(not WOJTEK.is_file(), reason="shared fixtures absent")
+def test_realtime_keys_a_blink_after_a_lowered_gaze(models, tmp_path):
+    """wojtek 95-245 in real-time mode: the eyes look down before they shut at 229-233; with the
+    eyeLook units carried from frame to frame the blink stayed theirs (eyeBlink 0.1-0.3 beside
+    eyeLookDown 1.0)."""
+    from fitter_backend.evaluation.capture_measures import load_fitted_shot
+    from fitter_backend.pipeline import FitJob, fit_videos
+
+    shot = load_fitted_shot(fit_videos(FitJob(videos=(WOJTEK,), out=tmp_path / "fit", realtime=True,
+                                              frame_range=(95, 245), previews=False)))
+    shut = np.isin(shot.frame_indices, (229, 230, 231, 232, 233))
+    assert shot.weight("eyeBlinkRight")[shut].min() > 0.6 and shot.weight("eyeBlinkLeft")[shut].min() > 0.6

@@ -1,7 +1,8 @@
 """Real-time mode (paper, section 3.2): identity and cameras are fitted once on the first
 frames and then frozen (refitted every ``refit_interval`` frames on a sample of the frames
 seen so far); every frame then solves only its own expression and pose, warm-started
-from the previous frame, with E_temporal pulling towards the previous frame's projection.
+from the previous frame (the eyeLook units from 0), with E_temporal pulling towards the previous
+frame's projection.
 Frames are processed strictly in order, using nothing from the future.
 """
 from __future__ import annotations
@@ -61,6 +62,11 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     calibrated_s = time.perf_counter() - started
     active = Active(np.arange(layout.frame_size), np.zeros(0, int), identity=False, expression=True)
     frame_layout = dataclasses.replace(layout, focal_cameras=np.zeros(0, int), extrinsic_cameras=np.zeros(0, int))
+    # The eyeLook units start every frame at 0, not at the last frame's values: carried over, a
+    # lid the gaze lowered stays theirs through a blink (their product with eyeBlink is penalised,
+    # so a warm start never hands it over), and the blink is missed (wojtek 229-233: eyeBlink
+    # 0.1-0.3 beside eyeLookDown 1.0; docs/landmark_models.md, section 3b, stop 28).
+    gaze_units = np.unique(model.conjugate_expressions)
     previous_projection = previous_eyes = None
     frames_started = time.perf_counter()
     for i in range(n):
@@ -68,6 +74,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
             calibrate(i)
         if i:  # warm start from the previous frame
             params.expression[i] = params.expression[i - 1]
+            params.expression[i, gaze_units] = 0.0
             params.rotations[i] = params.rotations[i - 1]
             params.translation_m[i] = params.translation_m[i - 1]
         frame = np.array([i])
