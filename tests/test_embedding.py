@@ -167,3 +167,26 @@ def test_placed_embeddings_record_each_points_spread(face_mesh):
     assert np.median(points.spread_m[oval]) > 1.3 * np.median(points.spread_m[lips])
     subset = points.subset([points.names[k] for k in oval])
     np.testing.assert_array_equal(subset.spread_m, points.spread_m[oval])
+
+
+def test_points_a_view_reports_missing_are_not_placed_from_it_and_raise_no_warning(face_mesh, monkeypatch):
+    """A landmark model may report a point missing (NaN: an iris centre under a lid); that view
+    places nothing for it, without numpy's invalid-cast warning in set-up's output."""
+    import dataclasses
+    import warnings
+
+    model = load_open_head()
+    process = face_mesh.process
+
+    def iris_hidden(frames):
+        results = process(frames)
+        mu = results[0].mu_px.copy()
+        mu[[5, 9]] = np.nan
+        return [dataclasses.replace(results[0], mu_px=mu)]
+
+    monkeypatch.setattr(face_mesh, "process", iris_hidden)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        positions, facing = embedding.observe_views(model, face_mesh)
+    assert np.isnan(positions[:, [5, 9]]).all() and np.all(facing[:, [5, 9]] == 0)
+    assert np.isfinite(positions[0, [4, 6, 8, 10]]).all()          # the others are placed

@@ -92,10 +92,12 @@ def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray,
         result = landmarker.process([Frame(0, np.ascontiguousarray(image[..., ::-1]), 0.0, 255)])[0]
         if not result.valid:
             continue
-        cols = np.clip(np.floor(result.mu_px[:, 0]).astype(int), 0, RENDER_SIZE_PX - 1)
-        rows = np.clip(np.floor(result.mu_px[:, 1]).astype(int), 0, RENDER_SIZE_PX - 1)
+        seen = np.isfinite(result.mu_px).all(axis=1)  # a point reported missing (an iris under a lid)
+        pixels = np.floor(np.where(seen[:, None], result.mu_px, 0.0)).astype(int)
+        cols = np.clip(pixels[:, 0], 0, RENDER_SIZE_PX - 1)
+        rows = np.clip(pixels[:, 1], 0, RENDER_SIZE_PX - 1)
         triangle = raster.triangle_id[rows, cols]
-        hit = triangle >= 0
+        hit = seen & (triangle >= 0)
         bary = raster.barycentric[rows, cols]
         corners = model.triangles[np.maximum(triangle, 0)]
         rest = np.einsum("nk,nkc->nc", bary, vertices[corners])
