@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +89,8 @@ MEAN_LID_SIGMA_ROI_FRACTION = 0.0144
 #: the gap left is the upper lid's: the lower lid is read where it is (docs/landmark_models.md,
 #: section 3b, stop 28; real shut eyes read the same, GRID bbaf2n 0.04-0.05). Below
 #: LID_OPEN_REFERENCE the upper lid is brought down so that a face mesh's LID_SHUT_READINGS
-#: (the 90th percentile of its lids' shut readings; the iris model's lids alone: median 0.091)
-#: and less read shut (:func:`stretch_lids`). The reference sits under real open eyes (0.24-0.33
+#: (the 90th percentile of its lids' shut readings there: 0.095; the iris model's lids alone
+#: 0.148) and less read shut (:func:`stretch_lids`). The reference sits under real open eyes (0.24-0.33
 #: on the 12 real clips): at 0.30, narrow-eyed actors' open eyes were stretched too (GRID lbax4n
 #: open-eye eyeBlink 0.25 -> 0.33).
 LID_OPEN_REFERENCE = 0.25
@@ -150,6 +150,16 @@ def lid_opening(lid_px: np.ndarray) -> float:
     width = float(np.linalg.norm(across))
     offset = lid_px[list(LOWER_MIDDLE)].mean(axis=0) - lid_px[list(UPPER_MIDDLE)].mean(axis=0)
     return abs(float(across[0] * offset[1] - across[1] * offset[0])) / width ** 2
+
+
+def seen_lids(mu_px: np.ndarray) -> Iterator[tuple[str, list[int], np.ndarray]]:
+    """Per eye whose lid contour is all there: its side, the contour's rows in ``mu_px`` and the
+    (16, 2) points as float64."""
+    for side, indices in MESH_INDICES.items():
+        rows = list(indices[:REFINED_POINTS])
+        lids = mu_px[rows].astype(np.float64)
+        if np.isfinite(lids).all():
+            yield side, rows, lids
 
 
 def stretch_lids(lid_px: np.ndarray, shut_reading: float, open_reference: float) -> np.ndarray:
@@ -271,9 +281,8 @@ class EyeRefinedLandmarker(Landmarker):
         out = []
         for result in super().process(frames):
             mu, sigma = result.mu_px.copy(), result.sigma_px.copy()
-            for side, indices in MESH_INDICES.items():
-                lids = mu[list(indices[:REFINED_POINTS])].astype(np.float64)
-                if np.isfinite(lids).all() and lid_opening(lids) < OPEN_EYE_GAP:
+            for side, _, lids in seen_lids(mu):
+                if lid_opening(lids) < OPEN_EYE_GAP:
                     centre = self.metadata.semantic_points[IRIS_CENTRES[side]]
                     mu[centre], sigma[centre] = np.nan, np.inf
             out.append(dataclasses.replace(result, mu_px=mu, sigma_px=sigma))
@@ -286,10 +295,8 @@ class EyeRefinedLandmarker(Landmarker):
         out = []
         for result in readings:
             mu = result.mu_px.copy()
-            for indices in MESH_INDICES.values():
-                rows = list(indices[:REFINED_POINTS])
-                lids = mu[rows].astype(np.float64)
-                if np.isfinite(lids).all():
-                    mu[rows] = stretch_lids(lids, *self.lid_stretch)
+            for _, rows, lids in seen_lids(mu):
+                mu[rows] = stretch_lids(lids, *self.lid_stretch)
             out.append(dataclasses.replace(result, mu_px=mu))
         return out
+
