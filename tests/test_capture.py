@@ -310,8 +310,10 @@ def test_real_clip_rows_and_contact_sheet(tmp_path):
     from fitter_backend.evaluation.capture_real import RealClip, evaluate_real, format_report
 
     clip = RealClip("wojtek", WOJTEK.name, (106, 114), closed_eyes=(110,), open_mouth=(110,))
+    (realtime,) = evaluate_real([clip], "face_mesh_468", tmp_path, realtime=True)
+    assert realtime["mode"] == "realtime" and "realtime" in format_report([realtime], [clip])
     (summary,) = evaluate_real([clip], "face_mesh_468", tmp_path)
-    assert [row["frame"] for row in summary["rows"]] == list(range(106, 114))
+    assert summary["mode"] == "offline" and [row["frame"] for row in summary["rows"]] == list(range(106, 114))
     assert "eyes closed, mouth open" in format_report([summary], [clip])
     sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] >= 240 and (tmp_path / "wojtek.csv").is_file()

@@ -86,12 +86,13 @@ def _capture(args: argparse.Namespace) -> int:
     if args.clips < 0 or args.frames < 20:
         raise FacecapError(f"--clips must be >= 0 and --frames >= 20, got {args.clips} and {args.frames}")
     log = lambda message: print(f"  {message}", file=sys.stderr, flush=True)  # noqa: E731
+    mode = "real-time" if args.realtime else "offline"
     figures: dict = {}
     if args.clips:
         rendered = capture_rendered.evaluate_rendered(names, range(args.seed, args.seed + args.clips), args.frames,
-                                                      args.yaw, progress=log)
+                                                      args.yaw, progress=log, realtime=args.realtime)
         print(f"Rendered clips ({args.clips} x {args.frames} frames, open head, yaw up to {args.yaw:g} deg; "
-              f"means over clips; per eye: right / left)")
+              f"{mode} fit; means over clips; per eye: right / left)")
         print(capture_rendered.format_table(rendered))
         figures["rendered"] = rendered
     if args.real != "none":
@@ -101,8 +102,8 @@ def _capture(args: argparse.Namespace) -> int:
             raise FacecapError(f"real clips missing under {capture_real.FIXTURE_VIDEOS}: {', '.join(missing)} "
                                f"(test data; pass --real none to skip them)")
         out = Path(args.out)
-        summaries = capture_real.evaluate_real(clips, names[0], out, progress=log)
-        print(f"\nReal clips, landmarks {names[0]}")
+        summaries = capture_real.evaluate_real(clips, names[0], out, progress=log, realtime=args.realtime)
+        print(f"\nReal clips, landmarks {names[0]}, {mode} fit")
         print(capture_real.format_report(summaries, clips))
         print(f"per-frame tables: {out}/<clip>.csv; contact sheet: {out / 'contact_sheet.png'}")
         figures["real"] = [{k: v for k, v in s.items() if k != "rows"} for s in summaries]
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--seed", type=int, default=1, help="first rendered clip's seed (default 1)")
     capture.add_argument("--real", choices=("default", "all", "none"), default="default",
                          help="real clips: wojtek, GRID bbaf2n and swwp2s (default), all GRID clips too, or none")
+    capture.add_argument("--realtime", action="store_true",
+                         help="fit frame by frame as fit --realtime does (default: offline, the whole shot at once)")
     capture.add_argument("--out", default="out/capture", help="folder for per-frame CSVs and the contact sheet")
     capture.add_argument("--json", help="also save the figures to this JSON file")
     capture.set_defaults(run=_capture)

@@ -113,7 +113,7 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
     """Figures of one clip against issue 13's targets."""
     frames = np.array([r["frame"] for r in rows])
     col = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0] if k not in ("word", "flags")}
-    summary: dict = {"clip": clip.name, "frames": len(rows)}
+    summary: dict = {"clip": clip.name, "mode": shot.report["mode"], "frames": len(rows)}
     closed = np.isin(frames, clip.closed_eyes)
     near_closed = np.zeros(len(frames), bool)
     for f in clip.closed_eyes:
@@ -121,8 +121,9 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
     for side, arkit in ARKIT_EYE.items():
         blink, lm = col[f"eyeBlink{arkit}"], col[f"landmark_eye_{side}"]
         open_eye = ~near_closed & (lm >= np.nanmedian(lm))
-        summary[f"open_eyeBlink_max_{side}"] = float(np.max(blink[open_eye]))
-        summary[f"open_eyeBlink_over_0.3_pct_{side}"] = float(100 * np.mean(blink[open_eye] > 0.3))
+        if open_eye.any():  # a short clip around a blink may have none
+            summary[f"open_eyeBlink_max_{side}"] = float(np.max(blink[open_eye]))
+            summary[f"open_eyeBlink_over_0.3_pct_{side}"] = float(100 * np.mean(blink[open_eye] > 0.3))
         if closed.any():
             summary[f"closed_eyeBlink_min_{side}"] = float(np.min(blink[closed]))
             summary[f"closed_eyeBlink_mean_{side}"] = float(np.mean(blink[closed]))
@@ -237,9 +238,10 @@ def write_contact_sheet(tiles: Sequence[np.ndarray], path: Path, columns: int = 
 
 
 def evaluate_real(clips: Sequence[RealClip], landmarks: str, out: Path,
-                  progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Fit each clip, write ``<out>/<clip>.csv`` (per frame) and ``<out>/contact_sheet.png``;
-    returns one :func:`clip_summary` per clip (with its ``rows``)."""
+                  progress: Callable[[str], None] | None = None, realtime: bool = False) -> list[dict]:
+    """Fit each clip (offline, or frame by frame as ``fit --realtime`` does), write
+    ``<out>/<clip>.csv`` (per frame) and ``<out>/contact_sheet.png``; returns one
+    :func:`clip_summary` per clip (with its ``rows``)."""
     from fitter_backend.head_models.loading import load_head_model
     from fitter_backend.pipeline import FitJob, fit_videos
 
@@ -251,7 +253,8 @@ def evaluate_real(clips: Sequence[RealClip], landmarks: str, out: Path,
             if progress:
                 progress(f"{clip.name}: {landmarks}")
             fit = fit_videos(FitJob(videos=(FIXTURE_VIDEOS / clip.video,), out=Path(folder) / clip.name,
-                                    landmarks=landmarks, frame_range=clip.frame_range, previews=False))
+                                    landmarks=landmarks, frame_range=clip.frame_range, realtime=realtime,
+                                    previews=False))
             shot = load_fitted_shot(fit)
             rows = clip_rows(model, clip, shot)
             with open(out / f"{clip.name}.csv", "w", newline="", encoding="utf-8") as handle:
@@ -286,8 +289,9 @@ def format_report(summaries: list[dict], clips: Sequence[RealClip]) -> str:
     for key in dict.fromkeys(k.removesuffix("_right").removesuffix("_left") for k in keys):
         cells = []
         for s in summaries:
-            if f"{key}_right" in s:
-                cells.append(f"{s[key + '_right']:.2f} / {s[key + '_left']:.2f}")
+            if f"{key}_right" in s or f"{key}_left" in s:
+                cells.append(" / ".join(f"{s[key + side]:.2f}" if key + side in s else "-"
+                                        for side in ("_right", "_left")))
             elif key in s:
                 cells.append(f"{s[key]:.2f}" if isinstance(s[key], float) else str(s[key]))
             else:

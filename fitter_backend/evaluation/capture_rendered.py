@@ -199,8 +199,10 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
 
 
 def evaluate_rendered(landmark_models: Sequence[str], seeds: Sequence[int], num_frames: int, yaw_deg: float,
-                      progress: Callable[[str], None] | None = None) -> dict[str, list[dict[str, float]]]:
-    """Per landmark model, one :func:`clip_figures` dict per rendered clip (seed)."""
+                      progress: Callable[[str], None] | None = None,
+                      realtime: bool = False) -> dict[str, list[dict[str, float]]]:
+    """Per landmark model, one :func:`clip_figures` dict per rendered clip (seed); fitted offline,
+    or frame by frame as ``fit --realtime`` does."""
     from fitter_backend.head_models.loading import load_head_model
     from fitter_backend.pipeline import FitJob, fit_videos
 
@@ -214,7 +216,7 @@ def evaluate_rendered(landmark_models: Sequence[str], seeds: Sequence[int], num_
                 if progress:
                     progress(f"rendered clip {seed}: {name}")
                 out = fit_videos(FitJob(videos=(clip,), out=Path(folder) / f"fit_{seed}_{k}", landmarks=name,
-                                        previews=False))
+                                        realtime=realtime, previews=False))
                 results[name].append(clip_figures(model, truth, out))
     return results
 
