@@ -143,7 +143,8 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     fit_progress = lambda stage, f: report("fit", f, stage)  # noqa: E731
     settings = FitSettings()
     if job.realtime:
-        result: FitResult = fit_realtime(model, points, observations, cameras, settings, progress=fit_progress)
+        result: FitResult = fit_realtime(model, points, observations, cameras, settings, progress=fit_progress,
+                                                frame_rate_hz=_fps(source) / job.stride)
     else:
         result = fit_sequence(model, points, observations, cameras, settings, progress=fit_progress)
     finish("fit", t0)

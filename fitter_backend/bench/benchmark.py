@@ -25,7 +25,7 @@ from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.initialise import initial_parameters
 from fitter_backend.fitting.problem import FitSettings, Layout, Parameters
 from fitter_backend.fitting.sequence import fit_sequence
-from fitter_backend.fitting.synthetic import SyntheticShot
+from fitter_backend.fitting.synthetic import FPS, SyntheticShot
 
 Log = Callable[[str], None]
 #: A baseline has matched our energy when within this relative margin of it.
@@ -111,7 +111,8 @@ def run_realtime(shot: SyntheticShot, settings: FitSettings) -> dict | None:
             marks.append((clock.wall(), clock.cpu()))
 
     clock = Clock()
-    result = fit_realtime(shot.model, shot.landmarks, shot.observations, shot.cameras, settings, progress=progress)
+    result = fit_realtime(shot.model, shot.landmarks, shot.observations, shot.cameras, settings, progress=progress,
+                          frame_rate_hz=FPS)
     out = _timing(clock, n)
     if marks and n > 1:
         out["tracking_ms_per_frame_wall"] = 1000 * (out["wall_s"] - marks[0][0]) / (n - 1)

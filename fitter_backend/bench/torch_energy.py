@@ -189,6 +189,8 @@ class TorchShotEnergy:
         eyes = p["rotations"][:, self.eyes]                                              # (N, 2, 3)
         if s.temporal_weight > 0:
             out["temporal"].append(s.eye_temporal_weight * (eyes[1:] - eyes[:-1]))
+            depth = p["translation"][:, 2]
+            out["temporal"].append(s.depth_temporal_weight * (depth[1:] - depth[:-1]))
         residuals = {term: torch.cat([r.reshape(-1) for r in rows]) if rows else torch.zeros(0, dtype=DTYPE)
                      for term, rows in out.items()}
         residuals["intersect"] = self._intersections(points, rotations_world)

@@ -195,6 +195,9 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
             rigid_align(neutral_fit[face], neutral_true[face], scale) - neutral_true[face], axis=-1)))
     out["shape_unaligned_mm"] = float(np.median(MM_PER_M * np.linalg.norm(fitted[:, face] - true_v[:, face], axis=-1)))
     out["jitter_added_mm"] = jitter_error_mm(fitted[:, face], true_v[:, face])
+    # What the camera view shows: the fitted iBUG points over the true ones (a lag shows here).
+    fitted_px = project(_ibug(model, fitted), shot.cameras, 0, derivatives=False).pixels
+    out["image_err_px"] = float(np.median(np.linalg.norm(fitted_px - true_px, axis=-1)))
     return out
 
 
@@ -248,6 +251,7 @@ ROWS = (
     ("shape_rigid_mm", "fit: face shape, aligned, no scale, mm", ""),
     ("shape_unaligned_mm", "fit: face, camera space, median mm", ""),
     ("jitter_added_mm", "fit: jitter added, mm/frame^2", ""),
+    ("image_err_px", "fit: iBUG points in the image, median px", ""),
 )
 
 

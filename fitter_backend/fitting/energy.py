@@ -84,6 +84,27 @@ class _Tally:
             self.rows.append(residual.ravel())
 
 
+def _parameter_changes(values: np.ndarray, columns: np.ndarray, weight: float, anchor: np.ndarray | None,
+                       layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:
+    """E_temporal on per-frame unknowns themselves: rows weight (v_i - v_{i-1}) for ``values``
+    (N, k), the frames' unknowns in ``columns`` (k,), and for the first frame weight (v_0 -
+    anchor) where an ``anchor`` (k,) is given (real time: the frame before)."""
+    n, k = values.shape
+    if anchor is not None:
+        residual = weight * (values[:1] - np.asarray(anchor).reshape(1, k))
+        terms.add("temporal", residual)
+        if equations is not None:
+            d_values = np.zeros((1, k, layout.frame_size))
+            d_values[0, np.arange(k), columns] = weight
+            equations.add_frame_rows(np.array([0]), residual, d_values, None)
+    if n < 2:
+        return
+    residual = weight * (values[1:] - values[:-1])
+    terms.add("temporal", residual)
+    if equations is not None:
+        equations.add_frame_changes(columns, residual, weight)
+
+
 class ShotEnergy:
     """The energy of one shot: a head model, a landmark set embedded on it, observations."""
 
@@ -176,6 +197,7 @@ class ShotEnergy:
                 self._intersections(chunk, layout, equations, terms)
         self._priors(params, layout, equations, terms)
         self._eyes(params, layout, equations, terms)
+        self._depth(params, layout, equations, terms)
         with np.errstate(invalid="ignore", divide="ignore"):
             frame_rms = np.where(count > 0, np.sqrt(sum_sq / np.maximum(count, 1)), np.nan)
         return Evaluation(float(sum(terms.terms.values())), terms.terms, frame_rms, equations)
@@ -464,21 +486,13 @@ class ShotEnergy:
             terms.add("joints", residual)
             if equations is not None:
                 equations.add_frame_differences(columns[0], columns[1], residual, w)
-        if not (s.temporal_weight > 0 and s.eye_temporal_weight > 0):
-            return
-        w = s.eye_temporal_weight
-        angles = params.rotations[:, eyes].reshape(n, 6)
-        d_angles = np.zeros((6, layout.frame_size))
-        d_angles[np.arange(6), columns.ravel()] = w
-        if self.eye_anchor is not None:
-            residual = w * (angles[:1] - np.asarray(self.eye_anchor).reshape(1, 6))
-            terms.add("temporal", residual)
-            if equations is not None:
-                equations.add_frame_rows(np.array([0]), residual, d_angles[None], None)
-        if n < 2:
-            return
-        residual = w * (angles[1:] - angles[:-1])
-        terms.add("temporal", residual)
-        if equations is not None:
-            d_this = np.broadcast_to(d_angles, (n - 1,) + d_angles.shape)
-            equations.add_pair_rows(np.arange(1, n), residual, d_this, -d_this, None)
+        if s.temporal_weight > 0 and s.eye_temporal_weight > 0:
+            _parameter_changes(params.rotations[:, eyes].reshape(n, 6), columns.ravel(), s.eye_temporal_weight,
+                               self.eye_anchor, layout, equations, terms)
+
+    def _depth(self, params: Parameters, layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:
+        """Rows w (z_i - z_{i-1}) on the head's distance along camera 0's axis (world Z)."""
+        s = self.settings
+        if s.temporal_weight > 0 and s.depth_temporal_weight > 0:
+            _parameter_changes(params.translation_m[:, 2:], np.array([layout.translation_slice.start + 2]),
+                               s.depth_temporal_weight, None, layout, equations, terms)

@@ -110,6 +110,18 @@ class NormalEquations:
         self.frame_gradient[:, columns_a] += weight * residual
         self.frame_gradient[:, columns_b] -= weight * residual
 
+    def add_frame_changes(self, columns: np.ndarray, residual: np.ndarray, weight: float) -> None:
+        """Rows r = weight (y_i[c] - y_{i-1}[c]) for frames i = 1 .. N - 1 and columns c (K,),
+        all distinct (residual (N - 1, K) already scaled): add_pair_rows' sums, entry by entry
+        (a dense (N - 1, K, p) Jacobian would be mostly zeros)."""
+        self.has_temporal = True
+        square = weight * weight
+        self.frame_frame[1:, columns, columns] += square
+        self.frame_frame[:-1, columns, columns] += square
+        self.frame_next[:, columns, columns] -= square
+        self.frame_gradient[1:, columns] += weight * residual
+        self.frame_gradient[:-1, columns] -= weight * residual
+
     def add_frame_diagonal(self, columns: slice, residual: np.ndarray, weight: float | np.ndarray) -> None:
         """Prior rows r = weight * y[columns] (residual already scaled), one per column;
         ``weight`` a number or one per column."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from fitter_backend.errors import FitError
 from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.causal_filter import OneEuroGains, PoseSmoothing
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 
 
@@ -24,10 +25,13 @@ class FitSettings:
     joint_weight (per radian) the non-root joint rotations; temporal_weight (per pixel) the
     change of projected landmarks between neighbouring frames (on ``temporal_points`` of
     them, enough to see every part of the head move), and with it eye_temporal_weight (per
-    radian) the change of the eye joints' rotations; eye_coupling_weight (per radian) the
+    radian) the change of the eye joints' rotations and depth_temporal_weight (per metre) the
+    change of the head's distance along camera 0's axis; eye_coupling_weight (per radian) the
     difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
     depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
     difference between the two eyes' eyeLook units (their lids follow one gaze).
+    realtime_temporal_weight replaces temporal_weight in real-time mode, and realtime_smoothing
+    (None: off) filters its output (:mod:`fitter_backend.fitting.causal_filter`).
     """
 
     identity_weight: float = 1.0
@@ -48,11 +52,26 @@ class FitSettings:
     # clips, at most 2 % higher on the others; docs/landmark_models.md, section 3b, stop 26).
     temporal_weight: float = 0.33
     temporal_points: int = 128  # landmarks (spread over the head) that E_temporal watches
+    # Real time, E_temporal can only pull toward the frame before, so at 0.33 every motion
+    # lagged (gaze 17 deg off, jawOpen corr. 0.42 on renders). Lighter, the solve follows, and
+    # the noise it lets through is filtered after it, fast channels (lids, jaw, eyes) opening
+    # with their speed and depth held longest (docs/landmark_models.md, section 3b, stop 29).
+    realtime_temporal_weight: float = 0.13
+    realtime_smoothing: PoseSmoothing | None = PoseSmoothing(
+        expression=OneEuroGains(1.0, 10.0, 5.0), head_rotation=OneEuroGains(3.0, 3.0, 2.0, lead=1.0),
+        direction=OneEuroGains(3.0, 3.0, 2.0, lead=1.0), depth=OneEuroGains(0.5, 1.0, 1.0),
+        face_rotation=OneEuroGains(1.0, 10.0, 2.0))
     # Where an iris is hidden (a blink, a half-shut lid) nothing but these keeps that eye's gaze:
     # the joint prior alone snapped it to straight ahead, away from the other eye (wojtek, the
     # left eye at 0 deg in 15 % of frames, the eyes up to 19 deg apart). An iris centre's sigma
     # is about 6 deg of eye turn, so the gaze also shook (median |2nd difference| 0.7 deg).
     eye_temporal_weight: float = 10.0
+    # E_temporal in pixels barely sees the head's distance (1 mm nearer at 0.5 m grows a 100 px
+    # face by 0.2 px), so it was free to shake and carried most of the head's jitter (its
+    # second difference 0.15-0.33 of 0.21-0.34 mm/frame^2 on the capture clips): rendered jitter
+    # added 0.521 -> 0.473, real 0.48 / 0.38 / 0.47 -> 0.45 / 0.30 / 0.31 with every other figure
+    # the same (docs/landmark_models.md, section 3b, stop 29).
+    depth_temporal_weight: float = 1000.0
     eye_coupling_weight: float = 15.0
     intersect_weight_per_m: float = 3000.0
     look_coupling_weight: float = 16.0
@@ -68,7 +87,8 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for field in ("identity_weight", "expression_weight", "opposing_weight", "joint_weight", "temporal_weight",
-                      "eye_temporal_weight", "eye_coupling_weight", "intersect_weight_per_m", "look_coupling_weight"):
+                      "realtime_temporal_weight", "eye_temporal_weight", "depth_temporal_weight", "eye_coupling_weight",
+                      "intersect_weight_per_m", "look_coupling_weight"):
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")

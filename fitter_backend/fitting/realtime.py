@@ -1,8 +1,9 @@
 """Real-time mode (paper, section 3.2): identity and cameras are fitted once on the first
 frames and then frozen (refitted every ``refit_interval`` frames on a sample of the frames
 seen so far); every frame then solves only its own expression and pose, warm-started
-from the previous frame (the eyeLook units from 0), with E_temporal pulling towards the previous
-frame's projection.
+from the previous frame's solution (the eyeLook units from 0), with a light E_temporal pulling
+towards its projection, and the solution is passed through a causal smoother
+(:mod:`fitter_backend.fitting.causal_filter`) before it is keyed.
 Frames are processed strictly in order, using nothing from the future.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import numpy as np
 
 from fitter_backend.fitting.cameras import Cameras
+from fitter_backend.fitting.causal_filter import FrameSmoother
 from fitter_backend.fitting.energy import ShotEnergy
 from fitter_backend.fitting.initialise import initial_parameters
 from fitter_backend.fitting.placement import with_placement_sigma
@@ -32,15 +34,17 @@ def _sample(frames: int, count: int) -> np.ndarray:
 
 def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Observations, cameras: Cameras,
                  settings: FitSettings = FitSettings(), calibration_frames: int = 30,
-                 refit_interval: int = 0, progress: Progress | None = None) -> FitResult:
-    """Frame-by-frame fit; see the module docstring. ``refit_interval`` 0 never refits."""
+                 refit_interval: int = 0, progress: Progress | None = None, frame_rate_hz: float = 30.0) -> FitResult:
+    """Frame-by-frame fit; see the module docstring. ``refit_interval`` 0 never refits;
+    ``frame_rate_hz`` sets the smoother's time scale."""
     validate_observations(observations, landmarks, model, cameras)
     started = time.perf_counter()
     n = observations.num_frames
     layout = Layout.for_problem(model, cameras)
     params, _ = initial_parameters(model, landmarks, observations, cameras)
     # The calibration's fit_sequence widens its own sample's sigma; the frames use these.
-    energy = ShotEnergy(model, landmarks, with_placement_sigma(observations, model, landmarks, params), settings)
+    energy = ShotEnergy(model, landmarks, with_placement_sigma(observations, model, landmarks, params),
+                        dataclasses.replace(settings, temporal_weight=settings.realtime_temporal_weight))
     log = SolveLog()
 
     def calibrate(seen: int) -> None:
@@ -68,23 +72,24 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     # 0.1-0.3 beside eyeLookDown 1.0; docs/landmark_models.md, section 3b, stop 28).
     gaze_units = np.unique(model.conjugate_expressions)
     previous_projection = previous_eyes = None
+    smoother = (FrameSmoother(settings.realtime_smoothing, frame_rate_hz, model.joint_parents, model.eyeball_joints)
+                if settings.realtime_smoothing else None)
+    solved = None   # the last frame's solution before smoothing: the next one starts from it
     frames_started = time.perf_counter()
     for i in range(n):
         if refit_interval and i and i % refit_interval == 0:
             calibrate(i)
         if i:  # warm start from the previous frame
-            params.expression[i] = params.expression[i - 1]
+            params.expression[i], params.rotations[i], params.translation_m[i] = solved
             params.expression[i, gaze_units] = 0.0
-            params.rotations[i] = params.rotations[i - 1]
-            params.translation_m[i] = params.translation_m[i - 1]
         frame = np.array([i])
         frame_energy = energy.restricted(frame, previous_projection, eye_anchor=previous_eyes)
         single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
                             params.translation_m[frame], params.cameras)
         single, _ = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
                                         settings.relative_tolerance, log)
-        params.expression[i], params.rotations[i], params.translation_m[i] = (
-            single.expression[0], single.rotations[0], single.translation_m[0])
+        solved = (single.expression[0].copy(), single.rotations[0].copy(), single.translation_m[0].copy())
+        params.expression[i], params.rotations[i], params.translation_m[i] = smoother(*solved) if smoother else solved
         previous_projection = frame_energy.projected_landmarks(single)[0]
         previous_eyes = single.rotations[0, model.eyeball_joints]
         if progress and i % 25 == 0:

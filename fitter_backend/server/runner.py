@@ -82,12 +82,16 @@ def prepare_output(out: str, inputs: list[str] = ()) -> tuple[Path, Path, list[P
 
 def synthetic_fit(model: HeadModel, source: dict, mode: str, folder: Path, report: Report) -> SyntheticLandmarks:
     """Fit a synthetic shot's landmarks (:mod:`fitter_backend.video.synthetic`) into ``folder``."""
-    from fitter_backend.fitting import realtime, sequence
+    from fitter_backend.fitting import realtime, sequence, synthetic
     from fitter_backend.fitting.result_io import save_fit_result
     step_reporter(report, "preparing landmarks")("generating a synthetic shot", 0.0)
     shot = synthetic_landmarks(model, source["frames"], source["seed"])
-    fit = realtime.fit_realtime if mode == "realtime" else sequence.fit_sequence
-    result = fit(model, shot.points, shot.observations, shot.cameras, progress=step_reporter(report, "fitting"))
+    fitting = step_reporter(report, "fitting")
+    if mode == "realtime":
+        result = realtime.fit_realtime(model, shot.points, shot.observations, shot.cameras, progress=fitting,
+                                       frame_rate_hz=synthetic.FPS)
+    else:
+        result = sequence.fit_sequence(model, shot.points, shot.observations, shot.cameras, progress=fitting)
     save_fit_result(result, model, folder)
     return shot
 
