@@ -395,6 +395,13 @@ def test_bad_sigma_is_refused_with_its_location(toy):
         sequence.fit_sequence(model, landmarks, Observations(shot.observations.mu_px, sigma), shot.cameras)
 
 
+def test_a_bad_frame_rate_is_refused_before_real_time_mode_starts(toy):
+    model, landmarks, shot = toy
+    for rate in (0.0, -25.0, float("nan")):
+        with pytest.raises(FitError, match=r"frame rate must be a positive number.*got"):
+            realtime.fit_realtime(model, landmarks, shot.observations, shot.cameras, frame_rate_hz=rate)
+
+
 def test_inf_in_mu_marks_the_landmark_missing(toy):
     model, landmarks, shot = toy
     mu = shot.observations.mu_px.copy()

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from fitter_backend.errors import FitError
 from fitter_backend.fitting.cameras import Cameras
 from fitter_backend.fitting.causal_filter import FrameSmoother
 from fitter_backend.fitting.energy import ShotEnergy
@@ -38,6 +39,8 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
     """Frame-by-frame fit; see the module docstring. ``refit_interval`` 0 never refits;
     ``frame_rate_hz`` sets the smoother's time scale."""
     validate_observations(observations, landmarks, model, cameras)
+    if not (np.isfinite(frame_rate_hz) and frame_rate_hz > 0):
+        raise FitError(f"frame rate must be a positive number of frames per second, got {frame_rate_hz!r}")
     started = time.perf_counter()
     n = observations.num_frames
     layout = Layout.for_problem(model, cameras)
