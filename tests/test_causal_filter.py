@@ -114,3 +114,16 @@ def test_realtime_keys_the_smoothed_solutions_and_starts_each_frame_from_the_las
     unsmoothed = realtime.fit_realtime(open_head, landmarks, shot.observations, shot.cameras,
                                        dataclasses.replace(settings, realtime_smoothing=None), calibration_frames=6)
     assert np.allclose(unsmoothed.params.rotations, np.array([f[1] for f in solved[:12]]))
+
+
+def test_several_cameras_are_not_smoothed(open_head):
+    """With several cameras each frame's solve already sees depth and pose; the smoother would
+    only lag, so real-time mode keys their solutions as they are."""
+    landmarks = synthetic.area_sampled_points(open_head, 120, seed=6)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=8, num_cameras=2, seed=7, yaw_deg=10)
+    settings = FitSettings()
+    keyed = realtime.fit_realtime(open_head, landmarks, shot.observations, shot.cameras, settings, calibration_frames=4)
+    plain = realtime.fit_realtime(open_head, landmarks, shot.observations, shot.cameras,
+                                  dataclasses.replace(settings, realtime_smoothing=None), calibration_frames=4)
+    assert np.array_equal(keyed.params.rotations, plain.params.rotations)
+    assert np.array_equal(keyed.params.translation_m, plain.params.translation_m)
