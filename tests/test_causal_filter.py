@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from fitter_backend.fitting import realtime, synthetic
 from fitter_backend.fitting.causal_filter import (FrameSmoother, OneEuroFilter, OneEuroGains, head_joints,
                                                   smoothing_factor)
-from fitter_backend.fitting.problem import FitSettings
+from fitter_backend.fitting.problem import FitSettings, Observations
 
 RATE_HZ = 25.0
 
@@ -127,3 +127,26 @@ def test_several_cameras_are_not_smoothed(open_head):
                                   dataclasses.replace(settings, realtime_smoothing=None), calibration_frames=4)
     assert np.array_equal(keyed.params.rotations, plain.params.rotations)
     assert np.array_equal(keyed.params.translation_m, plain.params.translation_m)
+
+
+def test_nothing_is_smoothed_across_frames_without_a_face(open_head, monkeypatch):
+    """After frames with no landmarks (flagged) the first frame with a face is keyed as solved,
+    not pulled toward where the head was before the gap."""
+    landmarks = synthetic.area_sampled_points(open_head, 150, seed=8)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=14, seed=9, yaw_deg=20, noise_px=2.0)
+    mu = shot.observations.mu_px.copy()
+    mu[7:9] = np.nan                                             # the face is lost for two frames
+    observations = Observations(mu, shot.observations.sigma_px)
+    solved = []
+    solve = realtime.levenberg_marquardt
+
+    def recording(energy, single, *args):
+        fitted, info = solve(energy, single, *args)
+        solved.append(fitted.rotations[0].copy())
+        return fitted, info
+
+    monkeypatch.setattr(realtime, "levenberg_marquardt", recording)
+    result = realtime.fit_realtime(open_head, landmarks, observations, shot.cameras, calibration_frames=5)
+    assert result.flags[7] and result.flags[8] and not result.flags[9]
+    assert np.array_equal(result.params.rotations[9], solved[9])          # back: keyed as solved
+    assert not np.allclose(result.params.rotations[10], solved[10])       # and smoothed from there on

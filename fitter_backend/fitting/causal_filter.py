@@ -106,6 +106,10 @@ class OneEuroFilter:
         self.value: np.ndarray | None = None
         self.speed: np.ndarray | None = None
 
+    def reset(self) -> None:
+        """Forget the past: the next value passes through (after a gap in the track)."""
+        self.value = self.speed = None
+
     def __call__(self, new: np.ndarray) -> np.ndarray:
         """The filtered value for this frame's ``new`` (K, D); the first frame passes through."""
         new = np.asarray(new, np.float64)
@@ -155,6 +159,11 @@ class FrameSmoother:
         self.face_rotation = OneEuroFilter(gains.face_rotation, frame_rate_hz, rotations=True)
         self.direction = OneEuroFilter(gains.direction, frame_rate_hz)
         self.depth = OneEuroFilter(gains.depth, frame_rate_hz)
+
+    def reset(self) -> None:
+        """Start afresh: the next frame passes through unfiltered."""
+        for smooth in (self.expression, self.head_rotation, self.face_rotation, self.direction, self.depth):
+            smooth.reset()
 
     def __call__(self, expression: np.ndarray, rotations: np.ndarray, translation_m: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

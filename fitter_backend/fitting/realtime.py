@@ -95,7 +95,12 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         single, _ = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
                                         settings.relative_tolerance, log)
         solved = (single.expression[0].copy(), single.rotations[0].copy(), single.translation_m[0].copy())
-        params.expression[i], params.rotations[i], params.translation_m[i] = smoother(*solved) if smoother else solved
+        keyed = solved
+        if smoother and energy.present[i].any():
+            keyed = smoother(*solved)
+        elif smoother:      # a frame without a face (flagged): the first one after it starts afresh
+            smoother.reset()
+        params.expression[i], params.rotations[i], params.translation_m[i] = keyed
         previous_projection = frame_energy.projected_landmarks(single)[0]
         previous_eyes = single.rotations[0, model.eyeball_joints]
         if progress and i % 25 == 0:
