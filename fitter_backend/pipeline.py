@@ -142,9 +142,10 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     cameras = _cameras(track, job.calibration)
     fit_progress = lambda stage, f: report("fit", f, stage)  # noqa: E731
     settings = FitSettings()
+    frame_rate_hz = _fps(source) / job.stride    # of the frames fitted
     if job.realtime:
         result: FitResult = fit_realtime(model, points, observations, cameras, settings, progress=fit_progress,
-                                                frame_rate_hz=_fps(source) / job.stride)
+                                         frame_rate_hz=frame_rate_hz)
     else:
         result = fit_sequence(model, points, observations, cameras, settings, progress=fit_progress)
     finish("fit", t0)
@@ -159,7 +160,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
         previews = []
         if job.previews:
             t0 = time.perf_counter()
-            previews = write_previews(_views(_open_source(job)), _fps(source) / job.stride, model, track,
+            previews = write_previews(_views(_open_source(job)), frame_rate_hz, model, track,
                                       result, partial / "previews", progress=lambda f: report("previews", f))
             finish("previews", t0)
         timings["total_s"] = time.perf_counter() - started
