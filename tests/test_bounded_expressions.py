@@ -185,9 +185,9 @@ def test_realtime_starts_each_frames_eyelook_units_at_zero(open_head, monkeypatc
 
     def recording(energy, single, *args):
         starts.append(single.expression[0].copy())
-        fitted, info = solve(energy, single, *args)
+        fitted = solve(energy, single, *args)
         ends.append(fitted.expression[0].copy())
-        return fitted, info
+        return fitted
 
     monkeypatch.setattr(realtime, "levenberg_marquardt", recording)
     realtime.fit_realtime(open_head, landmarks, shot.observations, shot.cameras, calibration_frames=6)

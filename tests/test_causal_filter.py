@@ -92,9 +92,9 @@ def test_realtime_keys_the_smoothed_solutions_and_starts_each_frame_from_the_las
 
     def recording(energy, single, *args):
         starts.append((single.expression[0].copy(), single.rotations[0].copy(), single.translation_m[0].copy()))
-        fitted, info = solve(energy, single, *args)
+        fitted = solve(energy, single, *args)
         solved.append((fitted.expression[0].copy(), fitted.rotations[0].copy(), fitted.translation_m[0].copy()))
-        return fitted, info
+        return fitted
 
     monkeypatch.setattr(realtime, "levenberg_marquardt", recording)
     settings = FitSettings()
@@ -141,9 +141,9 @@ def test_nothing_is_smoothed_across_frames_without_a_face(open_head, monkeypatch
     solve = realtime.levenberg_marquardt
 
     def recording(energy, single, *args):
-        fitted, info = solve(energy, single, *args)
+        fitted = solve(energy, single, *args)
         solved.append(fitted.rotations[0].copy())
-        return fitted, info
+        return fitted
 
     monkeypatch.setattr(realtime, "levenberg_marquardt", recording)
     result = realtime.fit_realtime(open_head, landmarks, observations, shot.cameras, calibration_frames=5)

@@ -134,7 +134,9 @@ class ShotEnergy:
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         offset, gain = model.blend_scale_terms
         self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
-        self._scaled_rig: tuple[bytes | None, point_rig.PointRig | None] = (None, None)
+        # identity bytes -> its scaled rig, the last one only; shared with restricted() copies
+        # (real time restricts the energy to each frame in turn at one identity).
+        self._scaled_rig: dict[bytes, point_rig.PointRig] = {}
         present = observations.present
         self.present = present
         self.mu = np.where(present[..., None], observations.mu_px, 0.0)
@@ -227,9 +229,10 @@ class ShotEnergy:
         if not len(self.scaled_units):
             return self.rig
         key = np.asarray(identity, np.float64).tobytes()
-        if self._scaled_rig[0] != key:
-            self._scaled_rig = (key, point_rig.with_unit_scales(self.rig, self.model.blend_scales(identity)))
-        return self._scaled_rig[1]
+        if key not in self._scaled_rig:
+            self._scaled_rig.clear()
+            self._scaled_rig[key] = point_rig.with_unit_scales(self.rig, self.model.blend_scales(identity))
+        return self._scaled_rig[key]
 
     def _add_scale_derivatives(self, d_frame: np.ndarray, d_identity: np.ndarray, params: Parameters,
                                layout: Layout, frames: np.ndarray) -> None:

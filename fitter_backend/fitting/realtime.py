@@ -92,7 +92,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         frame_energy = energy.restricted(frame, previous_projection, eye_anchor=previous_eyes)
         single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
                             params.translation_m[frame], params.cameras)
-        single, _ = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
+        single = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
                                         settings.relative_tolerance, log)
         solved = (single.expression[0].copy(), single.rotations[0].copy(), single.translation_m[0].copy())
         keyed = solved

@@ -91,7 +91,7 @@ def _fit_keyframes(energy: ShotEnergy, params: Parameters, layout: Layout, stage
                      params.translation_m[keyframes], params.cameras)
     for (_, active), iterations in zip(stages, settings.stage_iterations):
         if iterations:
-            sub, _ = levenberg_marquardt(sub_energy, sub, layout, active, iterations,
+            sub = levenberg_marquardt(sub_energy, sub, layout, active, iterations,
                                          settings.relative_tolerance, log)
     out = params.copy()
     out.identity, out.cameras = sub.identity.copy(), sub.cameras.copy()
@@ -141,7 +141,7 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         if active is None:
             params = _fit_keyframes(energy, params, layout, stages, keyframes, settings, log)
         elif iterations:
-            params, _ = levenberg_marquardt(energy, params, layout, active, iterations,
+            params = levenberg_marquardt(energy, params, layout, active, iterations,
                                             settings.relative_tolerance, log)
         timings[f"{name}_s"] = time.perf_counter() - t0
     evaluation = energy.evaluate(params, layout, derivatives=False)
