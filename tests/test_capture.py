@@ -19,6 +19,7 @@ from fitter_backend.evaluation.capture_measures import (
     opening_ratios,
     outside_unit_range,
     runs,
+    slope,
 )
 
 WOJTEK = FIXTURES / "video" / "metrical_tracker_wojtek.mp4"
@@ -53,6 +54,12 @@ def test_blink_events_recall_and_precision():
     recall, precision, true_events, fitted_events = event_recall_precision(truth, fitted)
     assert (recall, precision, true_events, fitted_events) == (pytest.approx(1 / 3), 0.5, 3, 2)
     assert np.isnan(event_recall_precision(truth, np.zeros(30, bool))[1])
+
+
+def test_slope_is_the_amplitude_one_series_follows_the_other_at():
+    truth = np.array([0.0, 0.1, 0.4, 0.2, np.nan, 0.3])
+    assert slope(0.6 * truth + 0.05, truth) == pytest.approx(0.6)      # opens 60 % as far, offset or not
+    assert np.isnan(slope(truth, np.full(6, 0.2)))                       # a constant truth has no slope
 
 
 def test_weights_outside_unit_range_allow_a_small_tolerance():
@@ -302,6 +309,9 @@ def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
     assert 0 <= clip["arkit_outside_pct"] <= 100 and abs(clip["focal_err_pct"]) < 60
     # The fitted iBUG points over the true ones in the image: a few pixels, never zero.
     assert "iBUG points in the image" in printed and 0 < clip["image_err_px"] < 20
+    # The clip's jaw opens: the landmarks and the fit see it open, by a measurable fraction.
+    assert "mouth opening / true" in printed and 0.2 < clip["landmark_mouth_scale"] < 1.5
+    assert 0.2 < clip["mouth_scale"] < 1.5
     assert main(["capture", "--clips", "-1"]) == 2
 
 

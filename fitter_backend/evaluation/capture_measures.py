@@ -125,6 +125,15 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[keep], b[keep])[0, 1])
 
 
+def slope(fitted: np.ndarray, truth: np.ndarray) -> float:
+    """Least-squares slope of ``fitted`` on ``truth`` over the finite pairs (1 when one follows the
+    other at full amplitude); NaN when the truth is constant."""
+    keep = np.isfinite(fitted) & np.isfinite(truth)
+    if keep.sum() < 3 or np.std(truth[keep]) < 1e-12:
+        return float("nan")
+    return float(np.polyfit(truth[keep], fitted[keep], 1)[0])
+
+
 def runs(closed: np.ndarray) -> list[tuple[int, int]]:
     """(start, stop) of each run of True in a (N,) bool array, stop exclusive."""
     padded = np.concatenate([[False], np.asarray(closed, bool), [False]])

@@ -37,6 +37,7 @@ from fitter_backend.evaluation.capture_measures import (
     load_fitted_shot,
     opening_ratios,
     outside_unit_range,
+    slope,
 )
 from fitter_backend.fitting.cameras import Cameras, focal_from_hfov, project
 from fitter_backend.fitting.synthetic import _smooth_noise, performance
@@ -198,6 +199,10 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
     # What the camera view shows: the fitted iBUG points over the true ones (a lag shows here).
     fitted_px = project(_ibug(model, fitted), shot.cameras, 0, derivatives=False).pixels
     out["image_err_px"] = float(np.median(np.linalg.norm(fitted_px - true_px, axis=-1)))
+    # How far the mouth opens in the image against the truth (gap / width; 1 = full amplitude):
+    # the fit can open it no further than the landmarks see it open.
+    out["landmark_mouth_scale"] = slope(landmark_ratio["mouth"], true_ratio["mouth"])
+    out["mouth_scale"] = slope(opening_ratios(fitted_px)["mouth"], true_ratio["mouth"])
     return out
 
 
@@ -241,6 +246,8 @@ ROWS = (
     ("gaze_corr", "fit: gaze corr. with truth (x, y mean)", ""),
     ("landmark_mouth_corr", "landmarks: inner-lip gap corr.", ""),
     ("mouth_corr", "fit: inner-lip gap corr.", ""),
+    ("landmark_mouth_scale", "landmarks: mouth opening / true, image", ""),
+    ("mouth_scale", "fit: mouth opening / true, image", ""),
     ("jawOpen_corr", "fit: jawOpen corr. with true lip gap", ">= 0.8"),
     ("arkit_outside_pct", "fit: ARKit weights outside [0,1] %", "0"),
     ("head_size_err_pct", "fit: head size error % (eye corners)", "+-5"),
