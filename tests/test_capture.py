@@ -312,6 +312,11 @@ def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
     # The clip's jaw opens: the landmarks and the fit see it open, by a measurable fraction.
     assert "mouth opening / true" in printed and 0.2 < clip["landmark_mouth_scale"] < 1.5
     assert 0.2 < clip["mouth_scale"] < 1.5
+    # Every scripted unit beside the lids and the jaw is compared with its truth.
+    assert "eyeWide corr. with truth" in printed and "mouthFunnel corr. with truth" in printed
+    for key in ("eyeSquint_corr_right", "eyeWide_corr_left", "mouthSmile_corr_left", "mouthFunnel_corr",
+                "browInnerUp_corr"):
+        assert np.isnan(clip[key]) or -1 <= clip[key] <= 1
     assert main(["capture", "--clips", "-1"]) == 2
 
 

@@ -170,6 +170,10 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
                              ("fitted", gap_and_width(fit_pts, feature)[0] / gap_and_width(fit_pts, feature)[1])):
             out[f"closed_over_open_{what}_{side}"] = float(np.median(series[closed]) / np.median(series[still]))
         out[f"eyeBlink_closed_{side}"] = float(np.median(blink_fit[closed]))
+        # The script's other eye and cheek units: does the fitted weight follow the true one?
+        for unit in ("eyeSquint", "eyeWide", "mouthSmile"):
+            name = f"{unit}{ARKIT_EYE[side]}"
+            out[f"{unit}_corr_{side}"] = correlation(shot.weight(name), truth["expression"][:, names.index(name)])
         # Gaze on open eyes and on those looking GAZE_SHIFT_DEG or more away.
         eye = EYEBALL_INDEX[side]
         shifted = ~closed & (ahead[:, eye] >= GAZE_SHIFT_DEG)
@@ -181,6 +185,8 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
     out["mouth_corr"] = correlation(fit_mouth, true_mouth)
     out["landmark_mouth_corr"] = correlation(landmark_ratio["mouth"], true_ratio["mouth"])
     out["jawOpen_corr"] = correlation(shot.weight("jawOpen"), true_mouth)
+    for name in ("mouthFunnel", "browInnerUp"):
+        out[f"{name}_corr"] = correlation(shot.weight(name), truth["expression"][:, names.index(name)])
     out["arkit_outside_pct"] = 100 * outside_unit_range(shot.expression)
     neutral_fit = posed_vertices(model, shot.identity)[0]
     neutral_true = posed_vertices(model, truth["identity"])[0]
@@ -244,6 +250,11 @@ ROWS = (
     ("gaze_shift_err_deg", "fit: gaze error, shifts >= 10 deg", ""),
     ("gaze_shift_ahead_err_deg", "eyes held ahead: same frames, deg", ""),
     ("gaze_corr", "fit: gaze corr. with truth (x, y mean)", ""),
+    ("eyeSquint_corr", "fit: eyeSquint corr. with truth", ""),
+    ("eyeWide_corr", "fit: eyeWide corr. with truth", ""),
+    ("mouthSmile_corr", "fit: mouthSmile corr. with truth", ""),
+    ("mouthFunnel_corr", "fit: mouthFunnel corr. with truth", ""),
+    ("browInnerUp_corr", "fit: browInnerUp corr. with truth", ""),
     ("landmark_mouth_corr", "landmarks: inner-lip gap corr.", ""),
     ("mouth_corr", "fit: inner-lip gap corr.", ""),
     ("landmark_mouth_scale", "landmarks: mouth opening / true, image", ""),
