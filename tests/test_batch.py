@@ -144,6 +144,28 @@ def test_toml_and_json_lists_read_the_same(tmp_path, clips):
     assert from_toml.stride == 2 and from_toml.job(tmp_path / "out").out == tmp_path / "out" / "a"
 
 
+def test_the_key_follows_the_backends_code(tmp_path, clips, monkeypatch):
+    from fitter_backend.batch import cache_key
+
+    package = tmp_path / "package"
+    (package / "fitting").mkdir(parents=True)
+    (package / "fitting" / "solver.py").write_text("STEP = 1\n")
+    (package / "notes.txt").write_text("not code")
+    before = cache_key.folder_digest(package, ("*.py",))
+    (package / "notes.txt").write_text("still not code")
+    assert cache_key.folder_digest(package, ("*.py",)) == before          # only the sources count
+    (package / "fitting" / "solver.py").write_text("STEP = 2\n")
+    assert cache_key.folder_digest(package, ("*.py",)) != before          # an edited source does
+    assert cache_key.folder_digest(tmp_path / "absent", ("*.py",)) == cache_key.folder_digest(tmp_path / "e", ())
+    assert len(cache_key.backend_fingerprint()) == 64
+
+    shot, = load_shots(write_shots(tmp_path / "shots.json", [{"name": "a", "videos": [str(clips["short"])]}]))
+    key = cache_key.shot_key(shot, {})
+    assert cache_key.shot_key(shot, {}) == key
+    monkeypatch.setattr(cache_key, "backend_fingerprint", lambda: "an updated fitter")
+    assert cache_key.shot_key(shot, {}) != key                              # an updated backend refits
+
+
 # -- a batch on the local runtime ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
