@@ -7,7 +7,7 @@ import pytest
 
 from fitter_backend.bench.metrics import identity_error_mm
 from fitter_backend.errors import FitError
-from fitter_backend.fitting import point_rig, realtime, sequence, synthetic
+from fitter_backend.fitting import point_rig, realtime, sequence, solver, synthetic
 from fitter_backend.fitting.cameras import Cameras, project
 from fitter_backend.fitting.energy import TERMS, ShotEnergy
 from fitter_backend.fitting.intersection import TeethHull
@@ -458,6 +458,43 @@ def test_one_frame_fits(toy):
     one = Observations(shot.observations.mu_px[:1], shot.observations.sigma_px[:1])
     result = sequence.fit_sequence(model, landmarks, one, Cameras.monocular(512, 512, focal_px=700.0))
     assert result.params.num_frames == 1 and np.isfinite(result.report["energy_final"])
+
+
+def test_the_solve_evaluates_derivatives_only_for_steps_it_takes(toy, monkeypatch):
+    """One evaluation with derivatives at the start and one after each accepted step but the
+    last: the last one's normal equations would never be solved."""
+    model, landmarks, shot = toy
+    derivative_calls = []
+    evaluate = ShotEnergy.evaluate
+
+    def counting(self, params, layout, derivatives, *args, **kwargs):
+        derivative_calls.append(derivatives)
+        return evaluate(self, params, layout, derivatives, *args, **kwargs)
+
+    monkeypatch.setattr(ShotEnergy, "evaluate", counting)
+    energy = ShotEnergy(model, landmarks, shot.observations, FitSettings())
+    layout = Layout.for_problem(model, shot.cameras)
+    start = shot.truth.copy()
+    start.expression += 0.2
+    active = sequence.stage_actives(layout, shot.cameras)[1][1]
+    for iterations in (1, 3):
+        derivative_calls.clear()
+        log = solver.SolveLog()
+        fitted = solver.levenberg_marquardt(energy, start, layout, active, iterations, 0.0, log)
+        assert log.accepted == iterations and sum(derivative_calls) == iterations   # the start's, then k - 1
+        assert log.energies[-1] == evaluate(energy, fitted, layout, False).energy < log.energies[0]
+
+
+def test_per_frame_copies_of_an_energy_share_the_identitys_scaled_rig(open_head):
+    """Real time restricts the energy to each frame in turn: the rig with the blink units scaled
+    to the identity is built once for all of them, not once a frame."""
+    landmarks = synthetic.area_sampled_points(open_head, 50, seed=1)
+    shot = synthetic.make_shot(open_head, landmarks, num_frames=3, seed=1)
+    energy = ShotEnergy(open_head, landmarks, shot.observations, FitSettings())
+    assert len(energy.scaled_units)
+    first = energy.restricted(np.array([0]))._rig_at(shot.truth.identity)
+    assert first is not energy.rig
+    assert energy.restricted(np.array([1]))._rig_at(shot.truth.identity) is first is energy._rig_at(shot.truth.identity)
 
 
 def test_non_finite_start_is_reported_not_returned(toy):

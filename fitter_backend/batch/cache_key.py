@@ -1,8 +1,9 @@
 """When a finished result can be reused: a key over the inputs' sha256, the options and the
 backend's code, and a manifest (``DIR/batch-manifest.json``, written only by the driver) that
-ties each key to a digest of every file of the result it produced. A re-run skips a shot whose key is
-unchanged and whose result folder still holds exactly those files (``fit`` moves a result
-folder into place only when it is complete, so a digest is only ever taken of a whole one)."""
+ties each key to a digest of every file of the result it produced. A re-run skips a shot whose
+key is unchanged and whose result folder still holds exactly those files (``fit`` moves a
+result folder into place only when it is complete, so a digest is only ever taken of a whole
+one)."""
 from __future__ import annotations
 
 import dataclasses

@@ -97,7 +97,7 @@ def fit_realtime(model: HeadModel, landmarks: SurfacePoints, observations: Obser
         single = Parameters(params.identity, params.expression[frame], params.rotations[frame],
                             params.translation_m[frame], params.cameras)
         single = levenberg_marquardt(frame_energy, single, frame_layout, active, FRAME_ITERATIONS,
-                                        settings.relative_tolerance, log)
+                                     settings.relative_tolerance, log)
         solved = (single.expression[0].copy(), single.rotations[0].copy(), single.translation_m[0].copy())
         keyed = solved
         if smoother and energy.present[i].any():

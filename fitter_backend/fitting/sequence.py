@@ -92,7 +92,7 @@ def _fit_keyframes(energy: ShotEnergy, params: Parameters, layout: Layout, stage
     for (_, active), iterations in zip(stages, settings.stage_iterations):
         if iterations:
             sub = levenberg_marquardt(sub_energy, sub, layout, active, iterations,
-                                         settings.relative_tolerance, log)
+                                      settings.relative_tolerance, log)
     out = params.copy()
     out.identity, out.cameras = sub.identity.copy(), sub.cameras.copy()
     out.expression[keyframes], out.rotations[keyframes] = sub.expression, sub.rotations
@@ -142,7 +142,7 @@ def fit_sequence(model: HeadModel, landmarks: SurfacePoints, observations: Obser
             params = _fit_keyframes(energy, params, layout, stages, keyframes, settings, log)
         elif iterations:
             params = levenberg_marquardt(energy, params, layout, active, iterations,
-                                            settings.relative_tolerance, log)
+                                         settings.relative_tolerance, log)
         timings[f"{name}_s"] = time.perf_counter() - t0
     evaluation = energy.evaluate(params, layout, derivatives=False)
     if progress:
