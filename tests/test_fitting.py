@@ -9,6 +9,7 @@ from fitter_backend.bench.metrics import identity_error_mm
 from fitter_backend.errors import FitError
 from fitter_backend.fitting import point_rig, realtime, sequence, solver, synthetic
 from fitter_backend.fitting.cameras import Cameras, project
+from fitter_backend.fitting import energy as energy_module
 from fitter_backend.fitting.energy import TERMS, ShotEnergy
 from fitter_backend.fitting.intersection import TeethHull
 from fitter_backend.fitting.normal_equations import NormalEquations, solve
@@ -17,8 +18,8 @@ from fitter_backend.head_models import lbs
 from tests.toy_heads import toy_head
 
 ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, opposing_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
-               eye_temporal_weight=0.0, depth_temporal_weight=0.0, eye_coupling_weight=0.0, intersect_weight_per_m=0.0,
-               look_coupling_weight=0.0)
+               eye_temporal_weight=0.0, depth_temporal_weight=0.0, expression_temporal_weight=0.0,
+               eye_coupling_weight=0.0, intersect_weight_per_m=0.0, look_coupling_weight=0.0)
 
 
 def toy_problem(num_cameras=2, num_frames=5, seed=0):
@@ -124,6 +125,28 @@ def test_each_term_gradient_matches_finite_differences(term, weights):
     scale = max(np.abs(numeric_frames).max(), np.abs(numeric_shared).max())
     assert np.abs(analytic_frames - numeric_frames).max() / scale < 1e-4
     assert np.abs(analytic_shared - numeric_shared).max() / scale < 1e-4
+
+
+def test_steady_expression_rows_hold_the_slow_units_and_their_gradient_is_exact():
+    """E_temporal on the steady ARKit units: rows w (psi_i - psi_{i-1}) on every unit but the
+    lids', the eyes' and the jaw's opening and closing; none on a head without ARKit units."""
+    model, landmarks, shot, params = toy_problem()
+    assert len(model.steady_expressions) == 0                              # expr0.. are not ARKit units
+    model = dataclasses.replace(model, expression_names=("jawOpen", "mouthSmileLeft", "eyeBlinkLeft",
+                                                         "browInnerUp", "mouthClose"))
+    assert model.steady_expressions.tolist() == [1, 3]
+    layout = Layout.for_problem(model, params.cameras)
+    params.expression = np.random.default_rng(3).uniform(0.1, 0.9, params.expression.shape)  # inside the bounds
+    on = dict(ALL_OFF, temporal_weight=1e-9, expression_temporal_weight=3.0)
+    energy = ShotEnergy(model, landmarks, shot.observations, FitSettings(**on))
+    steady = params.expression[:, [1, 3]]
+    assert energy.evaluate(params, layout, False).terms["temporal"] == pytest.approx(
+        0.5 * 9.0 * np.sum(np.diff(steady, axis=0) ** 2), rel=1e-6)
+    rows = NormalEquations(params.num_frames, layout.frame_size, layout.shared_size)
+    energy._steady_expressions(params, layout, rows, energy_module._Tally())
+    numeric_frames, _ = numeric_gradient(energy, params, layout, "temporal")
+    assert np.abs(rows.frame_gradient - numeric_frames).max() < 1e-4 * np.abs(numeric_frames).max()
+    assert np.all(numeric_frames[:, layout.expression_slice.start + np.array([0, 2, 4])] == 0)   # fast units free
 
 
 def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradients():

@@ -46,8 +46,9 @@ def residual_frames(energy: ShotEnergy, params: Parameters, layout: Layout) -> t
     Read from the blocks the energy emits: per chunk of consecutive frames, one landmark
     block (n, 2, S) per camera, temporal blocks (m, 2, T) of the chunk's last m frames paired
     with their predecessors, an intersection block (n, R); then the priors: identity (I,),
-    expression and joints (N, K); then the eyes' and the depth's temporal blocks (N - 1, 6) and
-    (N - 1, 1) of frames 1.. paired with their predecessors.
+    expression and joints (N, K); then the eyes', the depth's and the steady expression units'
+    temporal blocks (N - 1, 6), (N - 1, 1) and (N - 1, K) of frames 1.. paired with their
+    predecessors.
     """
     if energy.temporal_anchor is not None or energy.eye_anchor is not None:
         raise ValueError("residual_frames covers whole shots, not restricted real-time energies")
@@ -64,7 +65,7 @@ def residual_frames(energy: ShotEnergy, params: Parameters, layout: Layout) -> t
                 cursor += shape[0]
             landmark_blocks += 1
             block_frames, pair = chunk, False
-        elif term == "temporal" and len(shape) == 2:  # the eyes' or the depth's, over the whole shot
+        elif term == "temporal" and len(shape) == 2:  # the eyes', depth's or steady units', whole shot
             block_frames, pair = np.arange(1, shape[0] + 1), True
         elif term == "temporal":
             block_frames, pair = chunk[len(chunk) - shape[0]:], True

@@ -61,6 +61,7 @@ class TorchShotEnergy:
         self.blend_offset, self.blend_gain = _tensor(offset), _tensor(gain)
         self.opposing_pairs = energy.opposing_pairs  # (K, 2): opposing ARKit units pay for their product
         self.conjugate_pairs = energy.conjugate_pairs  # (K, 2): both eyes' eyeLook units pay for their difference
+        self.steady_units = torch.as_tensor(energy.steady_units, dtype=torch.long)  # E_temporal on these weights
         self.eyes = torch.as_tensor(np.asarray(energy.model.eyeball_joints, dtype=np.int64))  # (2,): left, right
         self.layout = layout
         self.num_frames = start.num_frames
@@ -191,6 +192,8 @@ class TorchShotEnergy:
             out["temporal"].append(s.eye_temporal_weight * (eyes[1:] - eyes[:-1]))
             depth = p["translation"][:, 2]
             out["temporal"].append(s.depth_temporal_weight * (depth[1:] - depth[:-1]))
+            steady = p["expression"][:, self.steady_units]
+            out["temporal"].append(s.expression_temporal_weight * (steady[1:] - steady[:-1]))
         residuals = {term: torch.cat([r.reshape(-1) for r in rows]) if rows else torch.zeros(0, dtype=DTYPE)
                      for term, rows in out.items()}
         residuals["intersect"] = self._intersections(points, rotations_world)

@@ -131,6 +131,7 @@ class ShotEnergy:
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.conjugate_pairs = model.conjugate_expressions
+        self.steady_units = model.steady_expressions
         self.expression_scales = expression_unit_scales(model.expression_names, settings.expression_unit_weights)
         offset, gain = model.blend_scale_terms
         self.scaled_units = np.flatnonzero((offset != 1.0) | np.any(gain != 0.0, axis=1))
@@ -200,6 +201,7 @@ class ShotEnergy:
         self._priors(params, layout, equations, terms)
         self._eyes(params, layout, equations, terms)
         self._depth(params, layout, equations, terms)
+        self._steady_expressions(params, layout, equations, terms)
         with np.errstate(invalid="ignore", divide="ignore"):
             frame_rms = np.where(count > 0, np.sqrt(sum_sq / np.maximum(count, 1)), np.nan)
         return Evaluation(float(sum(terms.terms.values())), terms.terms, frame_rms, equations)
@@ -499,3 +501,11 @@ class ShotEnergy:
         if s.temporal_weight > 0 and s.depth_temporal_weight > 0:
             _parameter_changes(params.translation_m[:, 2:], np.array([layout.translation_slice.start + 2]),
                                s.depth_temporal_weight, None, layout, equations, terms)
+
+    def _steady_expressions(self, params: Parameters, layout: Layout, equations: NormalEquations | None,
+                            terms: _Tally) -> None:
+        """Rows w (psi_i - psi_{i-1}) on the steady ARKit units (``HeadModel.steady_expressions``)."""
+        s, units = self.settings, self.steady_units
+        if s.temporal_weight > 0 and s.expression_temporal_weight > 0 and len(units):
+            _parameter_changes(params.expression[:, units], layout.expression_slice.start + units,
+                               s.expression_temporal_weight, None, layout, equations, terms)

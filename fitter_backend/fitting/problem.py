@@ -25,8 +25,9 @@ class FitSettings:
     joint_weight (per radian) the non-root joint rotations; temporal_weight (per pixel) the
     change of projected landmarks between neighbouring frames (on ``temporal_points`` of
     them, enough to see every part of the head move), and with it eye_temporal_weight (per
-    radian) the change of the eye joints' rotations and depth_temporal_weight (per metre) the
-    change of the head's distance along camera 0's axis; eye_coupling_weight (per radian) the
+    radian) the change of the eye joints' rotations, depth_temporal_weight (per metre) the
+    change of the head's distance along camera 0's axis and expression_temporal_weight (per unit)
+    the change of the steady ARKit weights; eye_coupling_weight (per radian) the
     difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
     depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
     difference between the two eyes' eyeLook units (their lids follow one gaze).
@@ -72,6 +73,11 @@ class FitSettings:
     # added 0.521 -> 0.473, real 0.48 / 0.38 / 0.47 -> 0.45 / 0.30 / 0.31 with every other figure
     # the same (docs/landmark_models.md, section 3b, stop 29).
     depth_temporal_weight: float = 1000.0
+    # The steady ARKit units (HeadModel.steady_expressions: all but the lids', the eyes' and the
+    # jaw's opening and closing) shook with the landmarks' noise; rows w (psi_i - psi_{i-1}) on
+    # them steady the face without touching blinks or the jaw (rendered jitter added 0.473 ->
+    # 0.417, held out 0.51 -> 0.43, blinks unchanged; docs/landmark_models.md, section 3b, stop 30).
+    expression_temporal_weight: float = 3.0
     eye_coupling_weight: float = 15.0
     intersect_weight_per_m: float = 3000.0
     look_coupling_weight: float = 16.0
@@ -87,8 +93,9 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for field in ("identity_weight", "expression_weight", "opposing_weight", "joint_weight", "temporal_weight",
-                      "realtime_temporal_weight", "eye_temporal_weight", "depth_temporal_weight", "eye_coupling_weight",
-                      "intersect_weight_per_m", "look_coupling_weight"):
+                      "realtime_temporal_weight", "eye_temporal_weight", "depth_temporal_weight",
+                      "expression_temporal_weight", "eye_coupling_weight", "intersect_weight_per_m",
+                      "look_coupling_weight"):
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")

@@ -101,6 +101,12 @@ CONJUGATE_EXPRESSIONS = (
     ("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
 )
 
+# ARKit units that move fast and whole (blinks, winks, the jaw dropping and the lips sealing over
+# it). E_temporal on the units themselves spares these and steadies the rest (brows, cheeks, the
+# lips' shapes), whose weights shook with the landmarks' noise.
+FAST_EXPRESSION_PREFIXES = ("eye",)
+FAST_EXPRESSIONS = ("jawOpen", "mouthClose")
+
 
 @dataclasses.dataclass(frozen=True)
 class HeadModel:
@@ -194,6 +200,17 @@ class HeadModel:
     def conjugate_expressions(self) -> np.ndarray:
         """(K, 2) int: pairs of channels, one per eye, that one gaze moves alike (the eyeLook units)."""
         return self._expression_pairs(CONJUGATE_EXPRESSIONS)
+
+    @property
+    def steady_expressions(self) -> np.ndarray:
+        """(K,) int: the ARKit channels E_temporal holds steady (all but the fast ones: the lids'
+        and eyes' units, jawOpen and mouthClose); none on heads without ARKit channels (FLAME's
+        components each mix fast and slow motion)."""
+        names = self.expression_names
+        if "jawOpen" not in names:
+            return np.zeros(0, int)
+        return np.array([i for i, name in enumerate(names)
+                         if not name.startswith(FAST_EXPRESSION_PREFIXES) and name not in FAST_EXPRESSIONS], int)
 
     def _expression_pairs(self, named: tuple[tuple[str, str], ...]) -> np.ndarray:
         """(K, 2) channel indices of the pairs in ``named`` that this head has both of."""
