@@ -16,6 +16,7 @@ from typing import Any
 
 import fitter_backend
 from fitter_backend.batch.shots import Shot
+from fitter_backend.landmarks.names import SHIPPED_MODELS_DIR
 from fitter_backend.paths import open_head_path, sha256_file
 
 MANIFEST = "batch-manifest.json"
@@ -39,7 +40,7 @@ def backend_fingerprint() -> str:
     number alone, a fitter change reused results the old fitter had made)."""
     package = Path(fitter_backend.__file__).resolve().parent
     return hashlib.sha256((folder_digest(package, ("*.py",)) + folder_digest(
-        package.parent / "onnx_models" / "models", ("*.onnx", "*.json"))).encode()).hexdigest()
+        SHIPPED_MODELS_DIR, ("*.onnx", "*.json"))).encode()).hexdigest()
 
 
 def shot_key(shot: Shot, file_digests: dict[Path, str]) -> str:

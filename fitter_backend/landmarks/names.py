@@ -1,5 +1,9 @@
 """The names of the product's landmark models (a module of its own so that the landmark
-stage's modules can use them without importing the package)."""
+stage's modules can use them without importing the package), and where the shipped ones live."""
+from pathlib import Path
+
+#: The networks the repository ships (the dense models and their contracts), beside the package.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "onnx_models" / "models"
 
 #: The product's landmark models: the dense network shipped in ``onnx_models/models/``,
 #: MediaPipe's face mesh converted at set-up (the bootstrap), and both at once, the default:

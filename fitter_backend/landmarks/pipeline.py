@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter_backend.landmarks.names import BOOTSTRAP_LANDMARKS
+from fitter_backend.landmarks.names import BOOTSTRAP_LANDMARKS, SHIPPED_MODELS_DIR
 from fitter_backend.models.contract import LandmarkMetadata
 from fitter_backend.models.errors import LandmarkModelError, NoFaceError
 from fitter_backend.landmarks.model import LandmarkModel
@@ -234,15 +234,14 @@ class Landmarker(FrameLandmarker):
         a shipped model's name (e.g. "dense_320_mobilenet_v2")."""
         from fitter_backend.model_setup import ensure_mediapipe_models  # set-up only when asked for
         models = ensure_mediapipe_models(progress)
-        shipped_dir = Path(__file__).resolve().parents[2] / "onnx_models" / "models"
-        shipped = shipped_dir / f"{landmarks}.onnx"
+        shipped = SHIPPED_MODELS_DIR / f"{landmarks}.onnx"
         if shipped.is_file():
             path = shipped
         elif landmarks in models:
             path = models[landmarks]
         else:
             built = sorted(name for name in models if name not in ("face_detector", "iris_landmark"))
-            shipped_names = sorted(p.stem for p in shipped_dir.glob("*.onnx"))
+            shipped_names = sorted(p.stem for p in SHIPPED_MODELS_DIR.glob("*.onnx"))
             raise LandmarkModelError(f"no landmark model {landmarks!r}; set-up built {built}, "
                                      f"onnx_models/models/ ships {shipped_names}")
         return cls(LandmarkModel.load(path, device=device),
