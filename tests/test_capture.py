@@ -62,6 +62,21 @@ def test_slope_is_the_amplitude_one_series_follows_the_other_at():
     assert np.isnan(slope(truth, np.full(6, 0.2)))                       # a constant truth has no slope
 
 
+def test_lips_apart_follows_a_gap_sealed_over_an_open_jaw():
+    from fitter_backend.evaluation.capture_measures import FittedShot, correlation
+
+    # Speech: the jaw drops twice; on the second drop the lips seal over it (a "b"): mouthClose.
+    jaw_open = np.array([0.0, 0.3, 0.3, 0.0, 0.3, 0.3, 0.0])
+    mouth_close = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.3, 0.0])
+    gap = np.array([0.0, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0])
+    shot = FittedShot(identity=None, expression=np.stack([mouth_close, jaw_open], axis=1), rotations=None,
+                      translation_m=None, cameras=None, expression_names=("mouthClose", "jawOpen"), flags=[],
+                      mu_px=None, semantic_points={}, frame_indices=np.arange(7), report={})
+    np.testing.assert_allclose(shot.lips_apart(), jaw_open - mouth_close)
+    assert correlation(shot.lips_apart(), gap) == pytest.approx(1.0)
+    assert correlation(shot.weight("jawOpen"), gap) < 0.8
+
+
 def test_weights_outside_unit_range_allow_a_small_tolerance():
     assert outside_unit_range(np.array([0.0, 1.0, -0.005, 1.005, -0.2, 1.3])) == pytest.approx(2 / 6)
 
@@ -314,6 +329,7 @@ def test_capture_command_on_a_short_rendered_clip(tmp_path, capsys):
     assert 0.2 < clip["mouth_scale"] < 1.5
     # Every scripted unit beside the lids and the jaw is compared with its truth.
     assert "eyeWide corr. with truth" in printed and "mouthFunnel corr. with truth" in printed
+    assert "jawOpen - mouthClose corr." in printed and -1 <= clip["lips_apart_corr"] <= 1
     for key in ("eyeSquint_corr_right", "eyeWide_corr_left", "mouthSmile_corr_left", "mouthFunnel_corr",
                 "browInnerUp_corr"):
         assert np.isnan(clip[key]) or -1 <= clip[key] <= 1
@@ -332,6 +348,8 @@ def test_real_clip_rows_and_contact_sheet(tmp_path):
     (summary,) = evaluate_real([clip], "face_mesh_468", tmp_path)
     assert summary["mode"] == "offline" and [row["frame"] for row in summary["rows"]] == list(range(106, 114))
     assert "eyes closed, mouth open" in format_report([summary], [clip])
+    assert "lips_apart_corr" in format_report([summary], [clip])
+    assert all(0 <= row["mouthClose"] <= 1 for row in summary["rows"])
     sheet = cv2.imread(str(tmp_path / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] >= 240 and (tmp_path / "wojtek.csv").is_file()
 

@@ -181,6 +181,12 @@ class FittedShot:
     def weight(self, name: str) -> np.ndarray:
         return self.expression[:, self.expression_names.index(name)]
 
+    def lips_apart(self) -> np.ndarray:
+        """(T,) jawOpen - mouthClose: how far the ARKit weights part the lips. mouthClose seals
+        the lips over an open jaw (a b, p or m in speech), so the lips' gap follows this, while
+        jawOpen alone follows the chin."""
+        return self.weight("jawOpen") - self.weight("mouthClose")
+
     @property
     def params(self) -> Parameters:
         """The fitted unknowns as the fitter's own type."""

@@ -91,7 +91,8 @@ def fitted_ibug_px(model: HeadModel, shot: FittedShot) -> tuple[np.ndarray, np.n
 
 
 def clip_rows(model: HeadModel, clip: RealClip, shot: FittedShot) -> list[dict]:
-    """One row per frame: landmark and fitted lid and inner-lip ratios, eyeBlink, jawOpen, word."""
+    """One row per frame: landmark and fitted lid and inner-lip ratios, eyeBlink, jawOpen,
+    mouthClose, word."""
     _, fitted_px = fitted_ibug_px(model, shot)
     landmark, fitted = opening_ratios(shot.landmark_ibug()), opening_ratios(fitted_px)
     words = read_align(FIXTURE_VIDEOS / clip.align) if clip.align else []
@@ -103,6 +104,7 @@ def clip_rows(model: HeadModel, clip: RealClip, shot: FittedShot) -> list[dict]:
         for side, arkit in ARKIT_EYE.items():
             row[f"eyeBlink{arkit}"] = float(shot.weight(f"eyeBlink{arkit}")[t])
         row["jawOpen"] = float(shot.weight("jawOpen")[t])
+        row["mouthClose"] = float(shot.weight("mouthClose")[t])
         row["word"] = next((w for a, b, w in words if a <= frame < b), "")
         row["flags"] = shot.flags[t]
         rows.append(row)
@@ -135,6 +137,7 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
             np.abs(col["fitted_mouth"][open_mouth] / col["landmark_mouth"][open_mouth] - 1)))
     summary["mouth_corr"] = correlation(col["fitted_mouth"], col["landmark_mouth"])
     summary["jawOpen_corr"] = correlation(col["jawOpen"], col["landmark_mouth"])
+    summary["lips_apart_corr"] = correlation(col["jawOpen"] - col["mouthClose"], col["landmark_mouth"])
     summary["arkit_outside_pct"] = 100 * outside_unit_range(shot.expression)
     face = model.regions["face"] & model.skin
     vertices = posed_vertices(model, shot.identity, shot.expression, shot.rotations, shot.translation_m)

@@ -185,6 +185,7 @@ def clip_figures(model: HeadModel, truth: dict, folder: Path) -> dict[str, float
     out["mouth_corr"] = correlation(fit_mouth, true_mouth)
     out["landmark_mouth_corr"] = correlation(landmark_ratio["mouth"], true_ratio["mouth"])
     out["jawOpen_corr"] = correlation(shot.weight("jawOpen"), true_mouth)
+    out["lips_apart_corr"] = correlation(shot.lips_apart(), true_mouth)
     for name in ("mouthFunnel", "browInnerUp"):
         out[f"{name}_corr"] = correlation(shot.weight(name), truth["expression"][:, names.index(name)])
     out["arkit_outside_pct"] = 100 * outside_unit_range(shot.expression)
@@ -260,6 +261,7 @@ ROWS = (
     ("landmark_mouth_scale", "landmarks: mouth opening / true, image", ""),
     ("mouth_scale", "fit: mouth opening / true, image", ""),
     ("jawOpen_corr", "fit: jawOpen corr. with true lip gap", ">= 0.8"),
+    ("lips_apart_corr", "fit: jawOpen - mouthClose corr., same", ""),
     ("arkit_outside_pct", "fit: ARKit weights outside [0,1] %", "0"),
     ("head_size_err_pct", "fit: head size error % (eye corners)", "+-5"),
     ("face_size_err_pct", "fit: face size error % (RMS about centre)", ""),
