@@ -19,7 +19,7 @@ from tests.toy_heads import toy_head
 
 ALL_OFF = dict(identity_weight=0.0, expression_weight=0.0, opposing_weight=0.0, joint_weight=0.0, temporal_weight=0.0,
                eye_temporal_weight=0.0, depth_temporal_weight=0.0, expression_temporal_weight=0.0,
-               eye_coupling_weight=0.0, intersect_weight_per_m=0.0, look_coupling_weight=0.0)
+               eye_coupling_weight=0.0, intersect_weight_per_m=0.0, look_coupling_weight=0.0, size_weight=0.0)
 
 
 def toy_problem(num_cameras=2, num_frames=5, seed=0):
@@ -92,6 +92,7 @@ def dense_system(equations, n: int, p: int, q: int) -> tuple[np.ndarray, np.ndar
 @pytest.mark.parametrize("term, weights", [
     ("landmarks", {}),
     ("identity", {"identity_weight": 1.5}),
+    ("identity", {"size_weight": 2.0}),
     ("expression", {"expression_weight": 0.7}),
     ("joints", {"joint_weight": 2.0}),
     ("joints", {"eye_coupling_weight": 4.0}),
@@ -147,6 +148,28 @@ def test_steady_expression_rows_hold_the_slow_units_and_their_gradient_is_exact(
     numeric_frames, _ = numeric_gradient(energy, params, layout, "temporal")
     assert np.abs(rows.frame_gradient - numeric_frames).max() < 1e-4 * np.abs(numeric_frames).max()
     assert np.all(numeric_frames[:, layout.expression_slice.start + np.array([0, 2, 4])] == 0)   # fast units free
+
+
+def test_the_size_row_holds_the_heads_size_where_no_camera_pair_sees_scale():
+    """E_size: w 100 (size(beta) - size(mean)) / size(mean), the neutral head's linearised size
+    change in percent; none once a second camera has a known place (a baseline fixes scale)."""
+    from fitter_backend.head_models.head_size import neutral_size_m, size_line
+
+    model, landmarks, shot, params = toy_problem()
+    line = size_line(model)
+    step = np.random.default_rng(4).normal(size=model.num_identity) * 1e-4
+    assert neutral_size_m(model, line.reference) == pytest.approx(line.size_m)
+    assert neutral_size_m(model, line.reference + step) - line.size_m == pytest.approx(line.gradient_m @ step, rel=1e-3)
+    settings = FitSettings(**dict(ALL_OFF, size_weight=2.0))
+    energy = ShotEnergy(model, landmarks, shot.observations, settings)
+    layout = Layout.for_problem(model, params.cameras)
+    assert not params.cameras.see_scale                  # the toy shot's second camera is placed by the fit
+    change_pct = 100 * line.gradient_m @ (params.identity - line.reference) / line.size_m
+    assert abs(change_pct) > 0.1
+    assert energy.evaluate(params, layout, False).terms["identity"] == pytest.approx(0.5 * (2.0 * change_pct) ** 2)
+    params.cameras.extrinsics_known[1] = True
+    assert params.cameras.see_scale
+    assert energy.evaluate(params, Layout.for_problem(model, params.cameras), False).terms["identity"] == 0.0
 
 
 def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradients():

@@ -39,6 +39,12 @@ class Cameras:
     extrinsics_known: np.ndarray
     names: tuple[str, ...] = ()
 
+    @property
+    def see_scale(self) -> bool:
+        """Whether the cameras fix metric scale: another camera at a known place relative to
+        camera 0 (a known baseline). One camera, or others placed by the fit, see shape only."""
+        return bool(np.any(self.extrinsics_known[1:]))
+
     @classmethod
     def monocular(cls, width_px: int, height_px: int, focal_px: float | None = None) -> "Cameras":
         return cls.create([(width_px, height_px)], [focal_px])

@@ -3,7 +3,9 @@
     E = E_landmarks + E_identity + E_expression + E_joints + E_temporal + E_intersect
 
 E_joints includes conjugate gaze (the two eyes' rotations kept alike) and E_temporal the eye
-joints' change between frames (the iris points see the gaze only while the lids are open).
+joints' change between frames (the iris points see the gaze only while the lids are open);
+E_identity includes E_size, the head's size held at the prior's mean where no camera pair sees
+scale.
 Each term writes residual rows and their analytic Jacobians into :class:`NormalEquations`;
 the solver never sees the terms. Frames are processed in chunks so memory stays bounded.
 """
@@ -21,6 +23,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
+from fitter_backend.head_models.head_size import size_line
 from fitter_backend.head_models.lbs import skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
@@ -129,6 +132,7 @@ class ShotEnergy:
             self.eye_points = s + ne + nl + na + np.arange(2)
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
+        self.size_line = size_line(model) if settings.size_weight > 0 else None
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.conjugate_pairs = model.conjugate_expressions
         self.steady_units = model.steady_expressions
@@ -199,6 +203,7 @@ class ShotEnergy:
             if self.geometry is not None:
                 self._intersections(chunk, layout, equations, terms)
         self._priors(params, layout, equations, terms)
+        self._size(params, layout, equations, terms)
         self._eyes(params, layout, equations, terms)
         self._depth(params, layout, equations, terms)
         self._steady_expressions(params, layout, equations, terms)
@@ -494,6 +499,21 @@ class ShotEnergy:
         if s.temporal_weight > 0 and s.eye_temporal_weight > 0:
             _parameter_changes(params.rotations[:, eyes].reshape(n, 6), columns.ravel(), s.eye_temporal_weight,
                                self.eye_anchor, layout, equations, terms)
+
+    def _size(self, params: Parameters, layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:
+        """E_size: a row w 100 (size(beta) - size(mean)) / size(mean), the neutral head's size
+        change from the prior's mean in percent (:mod:`fitter_backend.head_models.head_size`), where
+        no camera pair sees the scale: one camera, or the others' extrinsics unknown."""
+        line = self.size_line
+        if line is None or params.cameras.see_scale:
+            return
+        gain = self.settings.size_weight * 100.0 / line.size_m
+        residual = np.array([gain * line.gradient_m @ (params.identity - line.reference)])
+        terms.add("identity", residual)
+        if equations is not None and layout.num_identity:
+            jac = np.zeros((1, layout.shared_size))
+            jac[0, : layout.num_identity] = gain * line.gradient_m
+            equations.add_shared_rows(residual, jac)
 
     def _depth(self, params: Parameters, layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:
         """Rows w (z_i - z_{i-1}) on the head's distance along camera 0's axis (world Z)."""
