@@ -28,8 +28,8 @@ class FitSettings:
     radian) the change of the eye joints' rotations, depth_temporal_weight (per metre) the
     change of the head's distance along camera 0's axis and expression_temporal_weight (per unit)
     the change of the steady ARKit weights; size_weight (per percent) the neutral head's size
-    change from the prior's mean where no camera pair sees the scale; eye_coupling_weight (per radian) the
-    difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
+    change from the prior's mean where no camera pair sees the scale; eye_coupling_weight (per
+    radian) the difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
     depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
     difference between the two eyes' eyeLook units (their lids follow one gaze).
     realtime_temporal_weight replaces temporal_weight in real-time mode, and realtime_smoothing

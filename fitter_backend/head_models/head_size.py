@@ -30,22 +30,24 @@ def prior_mean_identity(model: HeadModel) -> np.ndarray:
     return weights @ np.asarray(model.identity_prior_means, np.float64)
 
 
-def neutral_size_m(model: HeadModel, identity: np.ndarray) -> float:
-    """RMS distance in metres of the neutral head's skin vertices from their centroid."""
+def _neutral_skin(model: HeadModel, identity: np.ndarray) -> np.ndarray:
+    """(V', 3) the neutral head's skin vertices, centred on their centroid."""
     skin = model.skin
     vertices = model.template[skin] + model.identity_basis[skin] @ np.asarray(identity, np.float64)
-    return float(np.sqrt(np.mean(np.sum((vertices - vertices.mean(axis=0)) ** 2, axis=1))))
+    return vertices - vertices.mean(axis=0)
+
+
+def neutral_size_m(model: HeadModel, identity: np.ndarray) -> float:
+    """RMS distance in metres of the neutral head's skin vertices from their centroid."""
+    return float(np.sqrt(np.mean(np.sum(_neutral_skin(model, identity) ** 2, axis=1))))
 
 
 def size_line(model: HeadModel) -> SizeLine:
     """:class:`SizeLine` of ``model`` about its prior's mean identity. The neutral vertices are
-    linear in the identity, v = T + S beta, so d size / d beta = mean_v (v - c) . S_v / size."""
-    skin = model.skin
+    linear in the identity, v = T + S beta, so d size / d beta = mean_v (v - c) . (S_v - S_c) / size."""
     reference = prior_mean_identity(model)
-    basis = model.identity_basis[skin].astype(np.float64)                 # (V, 3, I)
-    vertices = model.template[skin] + basis @ reference
-    centred = vertices - vertices.mean(axis=0)
-    size_m = float(np.sqrt(np.mean(np.sum(centred ** 2, axis=1))))
-    centred_basis = basis - basis.mean(axis=0)
-    gradient_m = np.einsum("vc,vci->i", centred, centred_basis) / (len(centred) * size_m)
+    centred = _neutral_skin(model, reference)
+    size_m = neutral_size_m(model, reference)
+    basis = model.identity_basis[model.skin].astype(np.float64)               # (V', 3, I)
+    gradient_m = np.einsum("vc,vci->i", centred, basis - basis.mean(axis=0)) / (len(centred) * size_m)
     return SizeLine(reference, size_m, gradient_m)
