@@ -96,6 +96,8 @@ def build_fit_request(context) -> tuple:
         offset = int(round(first.frame_start))  # timeline frame of the clip's frame 0
         source = {"kind": "video", "paths": [str(p) for _, _, p in views],
                   "frame_start": start - offset, "frame_end": end - offset}
+        if settings.pupil_distance_mm > 0:  # 0: unknown
+            fields["pupil_distance_mm"] = settings.pupil_distance_mm
         if len(views) > 1:
             source["cameras"] = []
             for strip, camera, _ in views:

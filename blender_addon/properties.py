@@ -1,7 +1,7 @@
 """Per-scene settings of the panel (``scene.facecap``)."""
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty,
-                       StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
 
 from . import importer, overlay, takes
 from .state import SESSION
@@ -67,6 +67,11 @@ class FacecapSettings(bpy.types.PropertyGroup):
         name="Quality", default="offline",
         items=[("offline", "Offline", "All frames at once: best quality"),
                ("realtime", "Real-time", "Frame by frame, identity from the first frames: fast")])
+    # 0: unknown; otherwise the backend protocol's PUPIL_DISTANCE_MM range (a test keeps them equal)
+    pupil_distance_mm: FloatProperty(
+        name="Pupil distance (mm)", default=0.0, min=0.0, max=90.0, soft_min=0.0, precision=1,
+        description="The actor's pupillary distance, if known (an optician's PD, 40-90 mm): the head's true "
+                    "size from one camera. 0: unknown, the average head's size")
     # max: the backend protocol's MAX_SYNTHETIC_FRAMES (a test keeps them equal)
     synthetic_frames: IntProperty(name="Frames", default=50, min=2, max=1000)
     synthetic_seed: IntProperty(name="Seed", default=1, min=0)

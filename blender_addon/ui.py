@@ -113,6 +113,7 @@ def draw_source(layout, context) -> None:
             row = layout.row(align=True)
             row.prop(settings, "frame_start")
             row.prop(settings, "frame_end")
+        layout.prop(settings, "pupil_distance_mm")
     layout.prop(settings, "quality", expand=True)
     layout.prop(settings, "take")
     layout.prop(settings, "reuse_rig")

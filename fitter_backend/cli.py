@@ -178,7 +178,7 @@ def _fit(args: argparse.Namespace) -> int:
     job = FitJob(videos=tuple(Path(v) for v in args.videos), out=Path(args.out), head=args.head,
                  calibration=Path(args.camera) if args.camera else None, realtime=args.realtime,
                  frame_range=frame_range, stride=args.stride, landmarks=args.landmarks, device=args.device,
-                 previews=not args.no_previews)
+                 previews=not args.no_previews, pupil_distance_mm=args.pupil_distance_mm)
     out = fit_videos(job, progress=TerminalProgress(args.progress))
     report = json.loads((out / "report.json").read_text())
     if args.progress == "json":  # tools read stdout line by line: the summary is JSON too
@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="cpu", choices=DEVICES,
                      help="cpu (default), gpu (CUDA: needs onnxruntime-gpu) or auto (the GPU when it works)")
     fit.add_argument("--no-previews", action="store_true", help="skip the overlay PNGs and video")
+    fit.add_argument("--pupil-distance-mm", type=float, metavar="MM",
+                     help="the actor's pupillary distance, if known: the head's true size from one camera "
+                          "(default: the mean head's size)")
     fit.add_argument("--progress", default="bar", choices=("bar", "json"),
                      help="bar: a terminal progress line; json: JSON lines on stdout")
     fit.set_defaults(run=_fit)

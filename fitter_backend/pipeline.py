@@ -63,6 +63,7 @@ class FitJob:
     landmarks: str = DEFAULT_LANDMARKS
     device: str = "cpu"
     previews: bool = True
+    pupil_distance_mm: float | None = None   # the actor's, when known: the scale one camera lacks
 
 
 def _cameras(track: LandmarkTrack, calibration: Path | None) -> Cameras:
@@ -122,6 +123,7 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
 
     if not job.videos:
         raise FacecapError("no video given: expected one video per camera")
+    settings = dataclasses.replace(FitSettings(), pupil_distance_mm=job.pupil_distance_mm)  # bad values fail here
     if len(job.videos) > 1 and job.calibration is None:
         raise FacecapError(f"{len(job.videos)} videos need a calibration file (--camera calib.json) "
                            "that says where each camera is")
@@ -141,7 +143,6 @@ def fit_videos(job: FitJob, progress: Progress | None = None,
     observations = Observations.from_landmarks(track.mu_px, track.sigma_px, track.valid)
     cameras = _cameras(track, job.calibration)
     fit_progress = lambda stage, f: report("fit", f, stage)  # noqa: E731
-    settings = FitSettings()
     frame_rate_hz = _fps(source) / job.stride    # of the frames fitted
     if job.realtime:
         result: FitResult = fit_realtime(model, points, observations, cameras, settings, progress=fit_progress,

@@ -68,3 +68,15 @@ def test_a_blender_camera_that_is_not_a_rigid_transform_is_named(tmp_path, matri
     cameras = [{"matrix_world": np.eye(4).tolist(), "focal_px": None}, {"matrix_world": matrix, "focal_px": None}]
     with pytest.raises(FacecapError, match=r"the camera of view 2 \(clip.avi\) is not a rigid transform"):
         calibration_file(tmp_path, [clip, clip], cameras)
+
+
+@pytest.mark.parametrize("value", ["200", "nan", "inf", "-63"])
+def test_a_pupil_distance_no_adult_has_is_one_clear_message_before_any_work(tmp_path, value, capsys):
+    from fitter_backend.cli import main
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"not read: the value is checked first")
+    assert main(["fit", str(video), "--out", str(tmp_path / "out"), f"--pupil-distance-mm={value}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "pupil distance must be 40 to 90 mm" in error[0] and value.lstrip("-") in error[0]
+    assert not (tmp_path / "out").exists()

@@ -93,6 +93,7 @@ def dense_system(equations, n: int, p: int, q: int) -> tuple[np.ndarray, np.ndar
     ("landmarks", {}),
     ("identity", {"identity_weight": 1.5}),
     ("identity", {"size_weight": 2.0}),
+    ("identity", {"pupil_distance_mm": 63.0}),
     ("expression", {"expression_weight": 0.7}),
     ("joints", {"joint_weight": 2.0}),
     ("joints", {"eye_coupling_weight": 4.0}),
@@ -153,7 +154,7 @@ def test_steady_expression_rows_hold_the_slow_units_and_their_gradient_is_exact(
 def test_the_size_row_holds_the_heads_size_where_no_camera_pair_sees_scale():
     """E_size: w 100 (size(beta) - size(mean)) / size(mean), the neutral head's linearised size
     change in percent; none once a second camera has a known place (a baseline fixes scale)."""
-    from fitter_backend.head_models.head_size import neutral_size_m, size_line
+    from fitter_backend.head_models.head_size import eye_distance_line, neutral_size_m, size_line
 
     model, landmarks, shot, params = toy_problem()
     line = size_line(model)
@@ -170,6 +171,15 @@ def test_the_size_row_holds_the_heads_size_where_no_camera_pair_sees_scale():
     params.cameras.extrinsics_known[1] = True
     assert params.cameras.see_scale
     assert energy.evaluate(params, Layout.for_problem(model, params.cameras), False).terms["identity"] == 0.0
+    # A measured pupil distance holds on any cameras: the eyeball centres' distance against it.
+    eyes = eye_distance_line(model)
+    measured = ShotEnergy(model, landmarks, shot.observations, FitSettings(**dict(ALL_OFF, pupil_distance_mm=63.0)))
+    apart_m = eyes.size_m + eyes.gradient_m @ (params.identity - eyes.reference)
+    assert measured.evaluate(params, layout, False).terms["identity"] == pytest.approx(
+        0.5 * (10.0 * 100 * (apart_m - 0.063) / 0.063) ** 2)
+    for bad in (30.0, float("nan"), "63"):
+        with pytest.raises(FitError, match="pupil distance must be 40 to 90 mm"):
+            FitSettings(pupil_distance_mm=bad)
 
 
 def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradients():

@@ -22,7 +22,7 @@ VALID = [
     {"protocol": 1, "type": "fit", "job": "a", "head": "open", "mode": "offline", "out": "/nonexistent/x",
      "source": {"kind": "synthetic", "frames": 3, "seed": 0}},
     {"protocol": 1, "type": "fit", "job": "b", "head": "open", "mode": "realtime", "out": "/nonexistent/y",
-     "device": "gpu", "landmarks": "dense",
+     "device": "gpu", "landmarks": "dense", "pupil_distance_mm": 63.0,
      "source": {"kind": "video", "paths": ["/nonexistent/a.mp4"], "frame_start": 0, "frame_end": 3,
                 "cameras": [{"matrix_world": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]],
                              "focal_px": 900.0}]}},

@@ -44,6 +44,8 @@ def fit(job="j1", out="/tmp/out", **overrides):
     (fit(source={"kind": "video", "paths": ["a.mp4", "b.mp4"], "frame_start": 0, "frame_end": 4,
                  "cameras": [{"matrix_world": None, "focal_px": None}]}), "fit.source.cameras: 1 cameras for 2 videos"),
     (fit(landmarks="sparse"), "fit.landmarks: expected one of 'whole_head', 'dense', 'bootstrap', got 'sparse'"),
+    (fit(pupil_distance_mm=30), "fit.pupil_distance_mm: 30 is outside [40.0, 90.0]"),
+    (fit(pupil_distance_mm="63"), "fit.pupil_distance_mm: expected a number, got str"),
     ([1, 2], "request message: expected a JSON object, got list"),
 ])
 def test_bad_requests_name_the_field(message, error):
@@ -85,6 +87,11 @@ def test_the_protocol_module_is_standard_library_only():
               "print(sorted(n for n in ('numpy', 'fitter_backend') if n in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_the_protocol_accepts_the_pupil_distances_a_fit_accepts():
+    from fitter_backend.fitting.problem import PUPIL_DISTANCE_MM
+    assert protocol.PUPIL_DISTANCE_MM == PUPIL_DISTANCE_MM   # kept apart: the protocol imports nothing heavy
 
 
 # -- the server in process --------------------------------------------------------------------
@@ -202,7 +209,7 @@ def sample_clip(tmp_path_factory):
 
 
 def test_a_video_job_fits_the_requested_frames(server, tmp_path, sample_clip):
-    server.send(fit("video", tmp_path / "video", landmarks="bootstrap", source={
+    server.send(fit("video", tmp_path / "video", landmarks="bootstrap", pupil_distance_mm=63.0, source={
         "kind": "video", "paths": [str(sample_clip)], "frame_start": 3, "frame_end": 12}))
     server.wait("done", "video", timeout_s=300)
     folder = tmp_path / "video"
@@ -213,6 +220,14 @@ def test_a_video_job_fits_the_requested_frames(server, tmp_path, sample_clip):
         assert animation["landmarks_px"].shape[:2] == (10, 1) and float(animation["fps"]) == pytest.approx(25.0)
     stages = {e["stage"].split(":")[0] for e in server.of("video") if e["type"] == "progress"}
     assert {"landmarks", "fit"} <= stages
+    # The artist's pupil distance reached the fit: the head's eyeball centres are that far apart
+    # (the mean head's are 57.8 mm).
+    from fitter_backend.head_models.head_size import eye_distance_line
+    from fitter_backend.head_models.open_head import load_open_head
+    line = eye_distance_line(load_open_head())
+    with np.load(folder / "fit.npz") as fitted:
+        identity = fitted["identity"]
+    assert 1000 * (line.size_m + line.gradient_m @ (identity - line.reference)) == pytest.approx(63.0, abs=1.0)
 
 
 def test_a_dense_landmark_job_fits_with_the_shipped_network(server, tmp_path, sample_clip):

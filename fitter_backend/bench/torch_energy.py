@@ -98,12 +98,13 @@ class TorchShotEnergy:
         self.prior_means = _tensor(model.identity_prior_means)
         self.prior_stds = _tensor(model.identity_prior_stds)
         self.prior_log_weights = torch.log(_tensor(model.identity_prior_weights))
-        # E_size (ShotEnergy._size): the neutral head's linearised size change in percent, where
-        # no camera pair sees the scale.
-        line = energy.size_line
-        self.size_gain = (None if line is None or cameras.see_scale else
-                          _tensor(energy.settings.size_weight * 100.0 / line.size_m * line.gradient_m))
-        self.size_reference = None if line is None else _tensor(line.reference)
+        # E_size (ShotEnergy._size): linear in the identity.
+        row = energy.size_row
+        self.size_row = None if row is None or (not row.measured and cameras.see_scale) else row
+        if self.size_row is not None:
+            self.size_gain = _tensor(row.gain)
+            self.size_offset = row.residual(row.line.reference)
+            self.size_reference = _tensor(row.line.reference)
         # E_intersect.
         self.geometry = energy.geometry
         if self.geometry is not None:
@@ -209,8 +210,8 @@ class TorchShotEnergy:
             score = self.prior_log_weights - 0.5 * torch.sum(z * z, 1) - torch.sum(torch.log(self.prior_stds), 1)
             component = int(torch.argmax(score))
         residuals["identity"] = np.sqrt(s.identity_weight) * z[component]
-        if self.size_gain is not None:
-            size = self.size_gain @ (p["identity"] - self.size_reference)
+        if self.size_row is not None:
+            size = self.size_gain @ (p["identity"] - self.size_reference) + self.size_offset
             residuals["identity"] = torch.cat([residuals["identity"], size.reshape(1)])
         pairs = torch.as_tensor(self.opposing_pairs)
         opposing = np.sqrt(s.opposing_weight) * p["expression"][:, pairs[:, 0]] * p["expression"][:, pairs[:, 1]]

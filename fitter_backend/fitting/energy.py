@@ -5,7 +5,7 @@
 E_joints includes conjugate gaze (the two eyes' rotations kept alike) and E_temporal the eye
 joints' change between frames (the iris points see the gaze only while the lids are open);
 E_identity includes E_size, the head's size held at the prior's mean where no camera pair sees
-scale.
+scale (or its pupils at the actor's measured distance).
 Each term writes residual rows and their analytic Jacobians into :class:`NormalEquations`;
 the solver never sees the terms. Frames are processed in chunks so memory stays bounded.
 """
@@ -23,7 +23,7 @@ from fitter_backend.fitting.normal_equations import NormalEquations
 from fitter_backend.fitting.problem import FitSettings, Layout, Observations, Parameters
 from fitter_backend.fitting.sampling import farthest_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-from fitter_backend.head_models.head_size import size_line
+from fitter_backend.head_models.head_size import SizeLine, eye_distance_line, size_line
 from fitter_backend.head_models.lbs import skew, surface_points
 
 TERMS = ("landmarks", "identity", "expression", "joints", "temporal", "intersect")
@@ -38,6 +38,43 @@ class Evaluation:
     terms: dict[str, float]
     frame_rms: np.ndarray
     equations: NormalEquations | None
+
+
+#: E_size's weight (per percent) on a measured pupil distance: a measurement, not a prior, so
+#: ten times the prior's pull to the mean size.
+PUPIL_DISTANCE_WEIGHT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeRow:
+    """What E_size holds: ``line``'s linearised length at ``target_m``, ``weight`` per percent of
+    it; ``measured`` (a pupil distance the artist gave) holds on any cameras, the prior's mean
+    size only where the cameras do not see scale."""
+
+    line: SizeLine
+    target_m: float
+    weight: float
+    measured: bool
+
+    @property
+    def gain(self) -> np.ndarray:
+        """(I,) d residual / d identity."""
+        return self.weight * 100.0 / self.target_m * self.line.gradient_m
+
+    def residual(self, identity: np.ndarray) -> float:
+        return float(self.gain @ (identity - self.line.reference)
+                     + self.weight * 100.0 * (self.line.size_m - self.target_m) / self.target_m)
+
+
+def size_row(model: HeadModel, settings: FitSettings) -> SizeRow | None:
+    """The actor's pupil distance when given, else the head's size at the prior's mean (None
+    with size_weight 0)."""
+    if settings.pupil_distance_mm is not None:
+        return SizeRow(eye_distance_line(model), settings.pupil_distance_mm / 1000.0, PUPIL_DISTANCE_WEIGHT, True)
+    if settings.size_weight > 0:
+        line = size_line(model)
+        return SizeRow(line, line.size_m, settings.size_weight, False)
+    return None
 
 
 @dataclasses.dataclass
@@ -132,7 +169,7 @@ class ShotEnergy:
             self.eye_points = s + ne + nl + na + np.arange(2)
         rest_points = surface_points(model.template[None], model.triangles, landmarks)[0]
         self.temporal_subset = farthest_points(rest_points, settings.temporal_points)
-        self.size_line = size_line(model) if settings.size_weight > 0 else None
+        self.size_row = size_row(model, settings)
         self.opposing_pairs = model.opposing_expressions if settings.opposing_weight > 0 else np.zeros((0, 2), int)
         self.conjugate_pairs = model.conjugate_expressions
         self.steady_units = model.steady_expressions
@@ -501,18 +538,18 @@ class ShotEnergy:
                                self.eye_anchor, layout, equations, terms)
 
     def _size(self, params: Parameters, layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:
-        """E_size: a row w 100 (size(beta) - size(mean)) / size(mean), the neutral head's size
-        change from the prior's mean in percent (:mod:`fitter_backend.head_models.head_size`), where
-        no camera pair sees the scale: one camera, or the others' extrinsics unknown."""
-        line = self.size_line
-        if line is None or params.cameras.see_scale:
+        """E_size: a row w 100 (length(beta) - target) / target (:class:`SizeRow`): the neutral
+        head's size against the prior's mean, where no camera pair sees the scale (one camera, or
+        the others' extrinsics unknown), or the eyeball centres' distance against the actor's
+        measured pupil distance, on any cameras (:mod:`fitter_backend.head_models.head_size`)."""
+        row = self.size_row
+        if row is None or (not row.measured and params.cameras.see_scale):
             return
-        gain = self.settings.size_weight * 100.0 / line.size_m
-        residual = np.array([gain * line.gradient_m @ (params.identity - line.reference)])
+        residual = np.array([row.residual(params.identity)])
         terms.add("identity", residual)
         if equations is not None and layout.num_identity:
             jac = np.zeros((1, layout.shared_size))
-            jac[0, : layout.num_identity] = gain * line.gradient_m
+            jac[0, : layout.num_identity] = row.gain
             equations.add_shared_rows(residual, jac)
 
     def _depth(self, params: Parameters, layout: Layout, equations: NormalEquations | None, terms: _Tally) -> None:

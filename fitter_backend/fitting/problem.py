@@ -16,6 +16,10 @@ from fitter_backend.fitting.causal_filter import OneEuroGains, PoseSmoothing
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 
 
+#: Pupil distances a fit accepts, mm: well outside adults' 54-74 on both sides.
+PUPIL_DISTANCE_MM = (40.0, 90.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
     """Weights of the energy terms and solver controls.
@@ -28,7 +32,8 @@ class FitSettings:
     radian) the change of the eye joints' rotations, depth_temporal_weight (per metre) the
     change of the head's distance along camera 0's axis and expression_temporal_weight (per unit)
     the change of the steady ARKit weights; size_weight (per percent) the neutral head's size
-    change from the prior's mean where no camera pair sees the scale; eye_coupling_weight (per
+    change from the prior's mean where no camera pair sees the scale (or, given
+    pupil_distance_mm, the eyeball centres' distance from it, on any cameras); eye_coupling_weight (per
     radian) the difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
     depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
     difference between the two eyes' eyeLook units (their lids follow one gaze).
@@ -87,6 +92,11 @@ class FitSettings:
     # -12.1 -> -9.3 %), focal -4.7 -> -5.9 %; weight 5 cost the FLAME-format benchmark's identity
     # (docs/landmark_models.md, "Sigma and scale", stop 31).
     size_weight: float = 1.0
+    # The actor's pupillary distance in mm, when the artist knows it (eyes looking far ahead):
+    # the scale one camera lacks. E_size then holds the eyeball centres this far apart instead,
+    # on any cameras (rendered actors 5-12 % above the mean head: size -6.1 / -12.5 % -> -4.6 /
+    # -5.5 %; docs/landmark_models.md, "Sigma and scale", stop 31).
+    pupil_distance_mm: float | None = None
     eye_coupling_weight: float = 15.0
     intersect_weight_per_m: float = 3000.0
     look_coupling_weight: float = 16.0
@@ -108,6 +118,11 @@ class FitSettings:
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")
+        if self.pupil_distance_mm is not None and not (
+                isinstance(self.pupil_distance_mm, (int, float)) and PUPIL_DISTANCE_MM[0] <= self.pupil_distance_mm
+                <= PUPIL_DISTANCE_MM[1]):
+            raise FitError(f"the actor's pupil distance must be {PUPIL_DISTANCE_MM[0]:g} to {PUPIL_DISTANCE_MM[1]:g} mm "
+                           f"(adults: about 54-74), got {self.pupil_distance_mm!r}")
         for name, value in self.expression_unit_weights:
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"expression_unit_weights[{name!r}] must be a finite number >= 0, got {value!r}")

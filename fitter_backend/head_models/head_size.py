@@ -1,4 +1,4 @@
-"""The head's overall size, as a function of its identity coefficients.
+"""The head's overall size and its pupils' distance, as functions of its identity coefficients.
 
 One camera cannot see absolute size: a head k times larger and k times further away projects
 to the same pixels, perspective included, so a monocular fit takes its size from the identity
@@ -51,3 +51,15 @@ def size_line(model: HeadModel) -> SizeLine:
     basis = model.identity_basis[model.skin].astype(np.float64)               # (V', 3, I)
     gradient_m = np.einsum("vc,vci->i", centred, basis - basis.mean(axis=0)) / (len(centred) * size_m)
     return SizeLine(reference, size_m, gradient_m)
+
+
+def eye_distance_line(model: HeadModel) -> SizeLine:
+    """The distance between the eyeball centres (the pupils' distance with the eyes looking far
+    ahead), linearised about the prior's mean identity: joints are J = R (T + S beta)."""
+    reference = prior_mean_identity(model)
+    regressor = model.joint_regressor[model.eyeball_joints].astype(np.float64)       # (2, V)
+    centres = regressor @ (model.template + model.identity_basis @ reference)        # (2, 3)
+    apart = centres[0] - centres[1]
+    distance_m = float(np.linalg.norm(apart))
+    d_apart = np.einsum("v,vci->ci", regressor[0] - regressor[1], model.identity_basis)  # (3, I)
+    return SizeLine(reference, distance_m, apart @ d_apart / distance_m)

@@ -132,6 +132,9 @@ def tagged(tag: str, variants: dict):
 
 
 # -- the messages ------------------------------------------------------------------------
+#: The actor's pupil distances a fit accepts, mm (fitting.problem.PUPIL_DISTANCE_MM; a test
+#: keeps them equal: this module imports nothing heavy).
+PUPIL_DISTANCE_MM = (40.0, 90.0)
 MATRIX_4X4 = list_of(list_of(number(), 4, 4), 4, 4)
 
 #: A view's calibration from the artist's Blender camera: camera-to-world matrix in
@@ -154,9 +157,11 @@ REQUESTS = {
     "shutdown": {},
 }
 #: Optional request fields (defaults in brackets): landmarks [the backend's default model, see
-#: server.runner.DEFAULT_LANDMARK_CHOICE], device ["cpu"].
+#: server.runner.DEFAULT_LANDMARK_CHOICE], device ["cpu"], pupil_distance_mm [unknown: the mean
+#: head's size].
 OPTIONAL_REQUEST_FIELDS = {
-    "fit": {"landmarks": one_of("whole_head", "dense", "bootstrap"), "device": one_of("cpu", "gpu")},
+    "fit": {"landmarks": one_of("whole_head", "dense", "bootstrap"), "device": one_of("cpu", "gpu"),
+            "pupil_distance_mm": number(*PUPIL_DISTANCE_MM)},
 }
 
 EVENTS = {

@@ -150,7 +150,7 @@ def video_fit(request: dict, folder: Path, report: Report, cancelled: Callable[[
                               realtime=request["mode"] == "realtime",
                               frame_range=(source["frame_start"], source["frame_end"] + 1),
                               landmarks=LANDMARK_MODELS[landmarks], device=request.get("device", "cpu"),
-                              previews=False)
+                              previews=False, pupil_distance_mm=request.get("pupil_distance_mm"))
         try:
             pipeline.fit_videos(job, progress=lambda stage, fraction, message: step(
                 f"{stage}: {message}" if message and stage != "done" else stage, fraction), cancelled=cancelled)

@@ -189,6 +189,23 @@ def test_the_backend_validates_requests_from_the_addon_side_too(addon):
     assert os.path.samefile(proto.__file__, h.ROOT / "fitter_backend" / "server" / "protocol.py")
 
 
+def test_the_actors_pupil_distance_goes_with_the_request_when_given(addon, sample_clip):
+    from facecap import backend, operators
+    add_movie_strip(sample_clip).select = True
+    settings = bpy.context.scene.facecap
+    fields, _ = operators.build_fit_request(bpy.context)
+    assert "pupil_distance_mm" not in fields                  # 0: unknown, the backend's mean head
+    settings.pupil_distance_mm = 63.5
+    fields, _ = operators.build_fit_request(bpy.context)
+    assert fields["pupil_distance_mm"] == pytest.approx(63.5)
+    proto = backend.protocol()
+    request = {"protocol": 1, "type": "fit", "job": "a", "out": "/tmp/x", **fields}
+    assert proto.parse_request(request)["pupil_distance_mm"] == pytest.approx(63.5)
+    settings.pupil_distance_mm = 20.0                         # a typo is one clear message, not a fit
+    fit_error(r"invalid fit request: fit\.pupil_distance_mm: 20\.0 is outside \[40\.0, 90\.0\]")
+    assert settings.bl_rna.properties["pupil_distance_mm"].hard_max == proto.PUPIL_DISTANCE_MM[1]
+
+
 def test_a_multi_view_request_carries_each_views_camera(addon, sample_clip):
     from facecap import operators
     scene = bpy.context.scene
