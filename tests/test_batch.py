@@ -122,6 +122,9 @@ def test_bad_shot_list_is_one_clear_message_before_any_work(tmp_path, clips, bad
     ({"videos": ["short.mp4", "short.mp4"]}, "2 videos need a 'calibration' file"),
     ({"device": "tpu"}, "device = 'tpu' is not one of cpu, cuda, auto"),
     ({"head": "missing.pkl"}, "head"),
+    ({"pupil_distance_mm": 200}, "pupil_distance_mm = 200 is not an actor's pupil distance (40 to 90 mm)"),
+    ({"pupil_distance_mm": float("nan")}, "pupil_distance_mm = nan is not an actor's pupil distance"),
+    ({"pupil_distance_mm": "63"}, "pupil_distance_mm = '63' is not a number"),
 ])
 def test_shot_values_are_checked(tmp_path, clips, shot, message):
     (tmp_path / "short.mp4").write_bytes(clips["short"].read_bytes())
@@ -134,14 +137,15 @@ def test_shot_values_are_checked(tmp_path, clips, shot, message):
 def test_toml_and_json_lists_read_the_same(tmp_path, clips):
     (tmp_path / "short.mp4").write_bytes(clips["short"].read_bytes())
     (tmp_path / "shots.toml").write_text('[defaults]\nstride = 2\n\n[[shots]]\nname = "a"\n'
-                                         'videos = ["short.mp4"]\nframes = [1, 7]\n')
-    write_shots(tmp_path / "shots.json", [{"name": "a", "videos": ["short.mp4"], "frames": [1, 7]}],
-                defaults={"stride": 2})
+                                         'videos = ["short.mp4"]\nframes = [1, 7]\npupil_distance_mm = 63\n')
+    write_shots(tmp_path / "shots.json", [{"name": "a", "videos": ["short.mp4"], "frames": [1, 7],
+                                           "pupil_distance_mm": 63.0}], defaults={"stride": 2})
     from_toml, = load_shots(tmp_path / "shots.toml")
     from_json, = load_shots(tmp_path / "shots.json")
     assert from_toml == from_json
     assert from_toml.videos == ((tmp_path / "short.mp4").resolve(),) and from_toml.frame_range == (1, 7)
     assert from_toml.stride == 2 and from_toml.job(tmp_path / "out").out == tmp_path / "out" / "a"
+    assert from_toml.job(tmp_path / "out").pupil_distance_mm == 63   # the actor's size reaches the fit
 
 
 def test_the_key_follows_the_backends_code(tmp_path, clips, monkeypatch):

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from fitter_backend.errors import FacecapError
+from fitter_backend.fitting.problem import PUPIL_DISTANCE_MM
 from fitter_backend.landmarks import DEFAULT_LANDMARKS
 from fitter_backend.pipeline import FitJob
 
 #: Options a shot (or the list's ``defaults``) may set, with their types.
 OPTIONS: dict[str, type] = {
     "head": str, "realtime": bool, "stride": int, "landmarks": str, "device": str, "previews": bool,
+    "pupil_distance_mm": float,
 }
-TYPE_WORDS = {str: "a string", bool: "true or false", int: "a whole number"}
+TYPE_WORDS = {str: "a string", bool: "true or false", int: "a whole number", float: "a number"}
 SHOT_KEYS = {"name", "videos", "calibration", "frames"} | set(OPTIONS)
 DEVICES = ("cpu", "cuda", "auto")
 # A shot's name becomes its result folder's name: no separators, no hidden or parent folders.
@@ -43,12 +45,14 @@ class Shot:
     landmarks: str = DEFAULT_LANDMARKS
     device: str = "cpu"
     previews: bool = True
+    pupil_distance_mm: float | None = None
 
     def job(self, out_dir: Path) -> FitJob:
         """The pipeline's job for this shot, writing ``out_dir/<name>``."""
         return FitJob(videos=self.videos, out=out_dir / self.name, head=self.head, calibration=self.calibration,
                       realtime=self.realtime, frame_range=self.frame_range, stride=self.stride,
-                      landmarks=self.landmarks, device=self.device, previews=self.previews)
+                      landmarks=self.landmarks, device=self.device, previews=self.previews,
+                      pupil_distance_mm=self.pupil_distance_mm)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -74,9 +78,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _option(where: str, key: str, value: Any) -> Any:
     expected = OPTIONS[key]
+    accepted = (int, float) if expected is float else expected   # 63 is a number of mm too
     # bool is an int in Python: a stride of true is a mistake, not 1.
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+    if not isinstance(value, accepted) or (expected in (int, float) and isinstance(value, bool)):
         raise ShotListError(f"{where}: {key} = {value!r} is not {TYPE_WORDS[expected]}")
+    if key == "pupil_distance_mm" and not PUPIL_DISTANCE_MM[0] <= value <= PUPIL_DISTANCE_MM[1]:
+        raise ShotListError(f"{where}: pupil_distance_mm = {value!r} is not an actor's pupil distance "
+                            f"({PUPIL_DISTANCE_MM[0]:g} to {PUPIL_DISTANCE_MM[1]:g} mm)")
     if key == "stride" and value < 1:
         raise ShotListError(f"{where}: stride = {value} must be 1 or more")
     if key == "device" and value not in DEVICES:
