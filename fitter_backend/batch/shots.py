@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fitter_backend.errors import FacecapError
-from fitter_backend.fitting.problem import PUPIL_DISTANCE_MM
+from fitter_backend.fitting.problem import PUPIL_DISTANCE_MM, is_pupil_distance_mm
 from fitter_backend.landmarks import DEFAULT_LANDMARKS
 from fitter_backend.pipeline import FitJob
 
@@ -82,7 +82,7 @@ def _option(where: str, key: str, value: Any) -> Any:
     # bool is an int in Python: a stride of true is a mistake, not 1.
     if not isinstance(value, accepted) or (expected in (int, float) and isinstance(value, bool)):
         raise ShotListError(f"{where}: {key} = {value!r} is not {TYPE_WORDS[expected]}")
-    if key == "pupil_distance_mm" and not PUPIL_DISTANCE_MM[0] <= value <= PUPIL_DISTANCE_MM[1]:
+    if key == "pupil_distance_mm" and not is_pupil_distance_mm(value):
         raise ShotListError(f"{where}: pupil_distance_mm = {value!r} is not an actor's pupil distance "
                             f"({PUPIL_DISTANCE_MM[0]:g} to {PUPIL_DISTANCE_MM[1]:g} mm)")
     if key == "stride" and value < 1:

@@ -137,7 +137,7 @@ def clip_summary(model: HeadModel, clip: RealClip, shot: FittedShot, rows: list[
             np.abs(col["fitted_mouth"][open_mouth] / col["landmark_mouth"][open_mouth] - 1)))
     summary["mouth_corr"] = correlation(col["fitted_mouth"], col["landmark_mouth"])
     summary["jawOpen_corr"] = correlation(col["jawOpen"], col["landmark_mouth"])
-    summary["lips_apart_corr"] = correlation(col["jawOpen"] - col["mouthClose"], col["landmark_mouth"])
+    summary["lips_apart_corr"] = correlation(shot.lips_apart(), col["landmark_mouth"])
     summary["arkit_outside_pct"] = 100 * outside_unit_range(shot.expression)
     face = model.regions["face"] & model.skin
     vertices = posed_vertices(model, shot.identity, shot.expression, shot.rotations, shot.translation_m)

@@ -20,6 +20,12 @@ from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 PUPIL_DISTANCE_MM = (40.0, 90.0)
 
 
+def is_pupil_distance_mm(value: object) -> bool:
+    """Whether ``value`` is a number in :data:`PUPIL_DISTANCE_MM` (not a bool, not NaN)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and PUPIL_DISTANCE_MM[0] <= value <= PUPIL_DISTANCE_MM[1])
+
+
 @dataclasses.dataclass(frozen=True)
 class FitSettings:
     """Weights of the energy terms and solver controls.
@@ -33,9 +39,10 @@ class FitSettings:
     change of the head's distance along camera 0's axis and expression_temporal_weight (per unit)
     the change of the steady ARKit weights; size_weight (per percent) the neutral head's size
     change from the prior's mean where no camera pair sees the scale (or, given
-    pupil_distance_mm, the eyeball centres' distance from it, on any cameras); eye_coupling_weight (per
-    radian) the difference between the two eyes' rotations (conjugate gaze); intersect_weight_per_m the
-    depth of eyelids inside eyeballs and lips inside the teeth hull; look_coupling_weight the
+    pupil_distance_mm, the eyeball centres' distance from it, on any cameras);
+    eye_coupling_weight (per radian) the difference between the two eyes' rotations (conjugate
+    gaze); intersect_weight_per_m the depth of eyelids inside eyeballs and lips inside the teeth
+    hull; look_coupling_weight the
     difference between the two eyes' eyeLook units (their lids follow one gaze).
     realtime_temporal_weight replaces temporal_weight in real-time mode, and realtime_smoothing
     (None: off) filters its output (:mod:`fitter_backend.fitting.causal_filter`).
@@ -118,9 +125,7 @@ class FitSettings:
             value = getattr(self, field)
             if not (np.isfinite(value) and value >= 0):
                 raise FitError(f"setting {field} must be a finite number >= 0, got {value!r}")
-        if self.pupil_distance_mm is not None and not (
-                isinstance(self.pupil_distance_mm, (int, float)) and PUPIL_DISTANCE_MM[0] <= self.pupil_distance_mm
-                <= PUPIL_DISTANCE_MM[1]):
+        if self.pupil_distance_mm is not None and not is_pupil_distance_mm(self.pupil_distance_mm):
             raise FitError(f"the actor's pupil distance must be {PUPIL_DISTANCE_MM[0]:g} to {PUPIL_DISTANCE_MM[1]:g} mm "
                            f"(adults: about 54-74), got {self.pupil_distance_mm!r}")
         for name, value in self.expression_unit_weights:
