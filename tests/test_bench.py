@@ -253,3 +253,21 @@ def test_frozen_baseline_kernels_give_the_same_energy_and_normal_equations():
     for name in ("frame_gradient", "shared_gradient", "frame_frame", "frame_shared", "shared_shared", "frame_next"):
         a, b = getattr(current.equations, name), getattr(frozen.equations, name)
         assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), name
+
+
+def test_solver_targets_judge_the_energy_reached_not_a_lucky_error():
+    """A baseline that stops at a higher energy nearer the truth does not beat the solver that
+    reached the minimum; one that ends lower does, however fast ours was."""
+    from fitter_backend.bench.report import targets
+
+    def results(baseline_energy, baseline_mm):
+        baseline = {"energy": baseline_energy, "vertex_median_mm": baseline_mm, "speed_ratio_cpu": 500.0,
+                    "ratio_is_lower_bound": False}
+        return {"problems": [], "baselines": [{"title": "shot", "frames": 30, "solvers": {
+            "ours": {"energy": 21592.3, "vertex_median_mm": 0.397},
+            "scipy least_squares trf": baseline, "torch L-BFGS": baseline}}]}
+
+    stopped_short = targets(results(21764.1, 0.304))
+    assert [t["passed"] for t in stopped_short] == [True, True]
+    assert "energy 21592.3 (ours) vs 21764.1; median 0.397 mm vs 0.304 mm" in stopped_short[0]["measured"]
+    assert [t["passed"] for t in targets(results(21500.0, 0.5))] == [False, False]
