@@ -169,6 +169,29 @@ def test_placed_embeddings_record_each_points_spread(face_mesh):
     np.testing.assert_array_equal(subset.spread_m, points.spread_m[oval])
 
 
+def test_points_mediapipe_holds_still_over_closing_lids_get_a_closed_eye_place(own_data, face_mesh):
+    """Set-up's closed-eye renders: MediaPipe's points above the lids (second ring: 27, 28, 257,
+    258) stay where they were while the lid skin slides under them, so each gets a closed-eye
+    place higher up the lid; the lower lid (145, 374), the face oval and the lips keep theirs.
+    The cache keeps both places."""
+    from fitter_backend.head_models.lbs import posed_vertices, surface_points
+
+    model = load_open_head()
+    points = embedding.landmark_embedding(model, face_mesh)
+    closed = points.eyes_closed
+    moved = np.flatnonzero((closed.triangle != points.triangle) | np.any(closed.barycentric != points.barycentric, axis=1))
+    assert {27, 28, 257, 258} <= set(moved.tolist())
+    regions = face_mesh.model.metadata.regions
+    assert not set(moved.tolist()) & {145, 374, *regions["face_oval"], *regions["lips"]}
+    rest = posed_vertices(model)[0][None]
+    rise_mm = 1000 * (surface_points(rest, model.triangles, closed.subset([closed.names[k] for k in moved]))[0]
+                      - surface_points(rest, model.triangles, points.subset([points.names[k] for k in moved]))[0])[:, 1]
+    assert np.all(rise_mm > 0.5), rise_mm                         # higher on the lid, where the skin came from
+    again = embedding.load_embedding(model, face_mesh)             # what a job reads back
+    np.testing.assert_array_equal(again.eyes_closed.triangle, closed.triangle)
+    np.testing.assert_allclose(again.eyes_closed.barycentric, closed.barycentric)
+
+
 def test_points_a_view_reports_missing_are_not_placed_from_it_and_raise_no_warning(face_mesh, monkeypatch):
     """A landmark model may report a point missing (NaN: an iris centre under a lid); that view
     places nothing for it, without numpy's invalid-cast warning in set-up's output."""
@@ -187,6 +210,6 @@ def test_points_a_view_reports_missing_are_not_placed_from_it_and_raise_no_warni
     monkeypatch.setattr(face_mesh, "process", iris_hidden)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        positions, facing = embedding.observe_views(model, face_mesh)
+        positions, _, facing = embedding.observe_views(model, face_mesh)
     assert np.isnan(positions[:, [5, 9]]).all() and np.all(facing[:, [5, 9]] == 0)
     assert np.isfinite(positions[0, [4, 6, 8, 10]]).all()          # the others are placed

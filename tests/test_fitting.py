@@ -205,6 +205,35 @@ def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradien
                        atol=1e-6)
 
 
+def test_landmarks_that_hold_still_over_closing_lids_blend_to_their_closed_place_with_exact_gradients():
+    """A landmark with a closed-eye place (SurfacePoints.eyes_closed) is its open place at
+    eyeBlink 0, its closed place at 1, and the landmark term's gradient stays exact."""
+    model, landmarks, shot, params = toy_problem()
+    model = dataclasses.replace(model, expression_names=("eyeBlinkLeft", "eyeBlinkRight") + model.expression_names[2:])
+    rng = np.random.default_rng(5)
+    moved = np.array([3, 8, 21])
+    triangle, barycentric = landmarks.triangle.copy(), landmarks.barycentric.copy()
+    triangle[moved] = rng.integers(0, len(model.triangles), len(moved))
+    landmarks = dataclasses.replace(landmarks, eyes_closed=dataclasses.replace(landmarks, triangle=triangle))
+    energy = ShotEnergy(model, landmarks, shot.observations, FitSettings(**ALL_OFF))
+    assert energy.sliding.landmark.tolist() == moved.tolist() and set(energy.sliding.unit) <= {0, 1}
+    layout = Layout.for_problem(model, params.cameras)
+    frames = np.arange(params.num_frames)
+    for weight, placed in ((0.0, landmarks), (1.0, landmarks.eyes_closed)):
+        at = params.copy()
+        at.expression[:, :2] = weight
+        chunk = energy._chunk(at, layout, frames, False, False, False)
+        posed = lbs.posed_vertices(model, at.identity, at.expression, at.rotations, at.translation_m)
+        assert np.allclose(chunk.points[:, energy.landmark_points], lbs.surface_points(posed, model.triangles, placed),
+                           atol=1e-6)
+    params.expression[:, :2] = rng.uniform(0.2, 0.8, size=(params.num_frames, 2))  # inside the blend's range
+    equations = energy.evaluate(params, layout, True).equations
+    numeric_frames, numeric_shared = numeric_gradient(energy, params, layout, "landmarks")
+    scale = max(np.abs(numeric_frames).max(), np.abs(numeric_shared).max())
+    assert np.abs(equations.frame_gradient - numeric_frames).max() / scale < 1e-4
+    assert np.abs(equations.shared_gradient - numeric_shared).max() / scale < 1e-4
+
+
 def test_eye_rows_gradient_and_hessian_with_a_real_time_anchor():
     """The eye terms on one frame of a real-time solve (E_temporal anchored at the previous
     frame's eye rotations): gradient by central differences, Gauss-Newton matrix as J^T J of

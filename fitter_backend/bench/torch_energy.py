@@ -54,6 +54,8 @@ class TorchShotEnergy:
     def __init__(self, energy: ShotEnergy, layout: Layout, start: Parameters):
         if energy.temporal_anchor is not None:
             raise ValueError("the torch energy covers whole shots, not restricted real-time energies")
+        if energy.sliding is not None:  # the benchmark's landmarks are exact surface points
+            raise ValueError("the torch energy does not move landmarks with the lids (fitting/closed_eyes.py)")
         rig = energy.rig
         self.settings = energy.settings
         self.expression_scales = energy.expression_scales  # (E,) per-unit prior multipliers

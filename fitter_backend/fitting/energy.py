@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from fitter_backend.fitting import point_rig, rig_kernels
+from fitter_backend.fitting import closed_eyes, point_rig, rig_kernels
 from fitter_backend.fitting.cameras import Cameras, Projection
 from fitter_backend.fitting.intersection import IntersectionGeometry, intersection_geometry
 from fitter_backend.fitting.normal_equations import NormalEquations
@@ -158,9 +158,16 @@ class ShotEnergy:
         vertex_ids = (np.concatenate([geometry.eyelid_vertices, geometry.lip_vertices, geometry.anchor_vertices])
                       if geometry else np.zeros(0, int))
         joint_ids = geometry.eye_joints if geometry else np.zeros(0, int)
-        self.rig = point_rig.build_point_rig(model, landmarks, vertex_ids, joint_ids)
+        # Landmarks that hold still while the lid skin slides under them also get their closed-eye
+        # places as rig points, right after the landmarks (fitting/closed_eyes.py).
+        self.sliding = closed_eyes.sliding_landmarks(model, landmarks)
+        rig_points = landmarks if self.sliding is None else landmarks.join(self.sliding.closed)
+        self.rig = point_rig.build_point_rig(model, rig_points, vertex_ids, joint_ids)
         s = len(landmarks)
         self.landmark_points = slice(0, s)
+        if self.sliding is not None:
+            self.closed_points = s + np.arange(len(self.sliding.landmark))
+            s += len(self.sliding.landmark)
         if geometry:
             ne, nl, na = len(geometry.eyelid_vertices), len(geometry.lip_vertices), len(geometry.hulls)
             self.eyelid_points = slice(s, s + ne)
@@ -207,8 +214,10 @@ class ShotEnergy:
     def projected_landmarks(self, params: Parameters) -> np.ndarray:
         """(N, C, 2, S') projected landmarks that E_temporal watches, for every frame."""
         points = point_rig.evaluate(self._rig_at(params.identity), params.identity, params.expression,
-                                    params.rotations, params.translation_m
-                                    ).points[:, self.landmark_points][:, self.temporal_subset]
+                                    params.rotations, params.translation_m).points
+        if self.sliding is not None:
+            closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression, points)
+        points = points[:, self.landmark_points][:, self.temporal_subset]
         return np.stack([project(points, params.cameras, c, derivatives=False).pixels.transpose(0, 2, 1)
                          for c in range(params.cameras.count)], axis=1)
 
@@ -254,6 +263,9 @@ class ShotEnergy:
         state = point_rig.evaluate(rig, params.identity, params.expression[frames], params.rotations[frames],
                                    params.translation_m[frames])
         if not derivatives:
+            if self.sliding is not None:
+                closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression[frames],
+                                  state.points)
             return _Chunk(frames, state.points, None, None, state, None)
         n, num_points = state.points.shape[:2]
         d_frame = np.zeros((n, 3, num_points, layout.frame_size), dtype=np.float32)
@@ -265,6 +277,10 @@ class ShotEnergy:
         d_identity = jac.identity if with_identity else None
         if d_identity is not None and with_expression and len(self.scaled_units):
             self._add_scale_derivatives(d_frame, d_identity, params, layout, frames)
+        if self.sliding is not None:  # after the scale derivatives, which read the rig's own columns
+            closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression[frames],
+                              state.points, d_frame, d_identity,
+                              layout.expression_slice.start if with_expression else None)
         return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
 
     def _rig_at(self, identity: np.ndarray) -> point_rig.PointRig:

@@ -41,12 +41,16 @@ class SurfacePoints:
     names: S names (may be generic, e.g. ``"dense_000"``).
     spread_m: (S,) metres a landmark model's point wanders over the surface between views of
         the same head (how well one place explains it; landmarks/embedding.py), or None: 0.
+    eyes_closed: the same points where a landmark model puts them when the head's eyes are
+        closed, for points it does not move with the lid skin that slides under them
+        (landmarks/embedding.py, fitting/closed_eyes.py), or None: where they are now.
     """
 
     triangle: np.ndarray
     barycentric: np.ndarray
     names: tuple[str, ...]
     spread_m: np.ndarray | None = None
+    eyes_closed: "SurfacePoints | None" = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -63,14 +67,24 @@ class SurfacePoints:
             raise HeadModelError(f"surface points not defined on this head model: {missing[:5]}")
         rows = np.array([index[n] for n in names], dtype=np.int64)
         return SurfacePoints(self.triangle[rows], self.barycentric[rows], tuple(names),
-                             None if self.spread_m is None else self.spread_m[rows])
+                             None if self.spread_m is None else self.spread_m[rows],
+                             None if self.eyes_closed is None else self.eyes_closed.subset(names))
 
     def join(self, other: "SurfacePoints") -> "SurfacePoints":
         """These points followed by ``other``'s."""
         spread = (None if self.spread_m is None and other.spread_m is None else
                   np.concatenate([p.spread_m if p.spread_m is not None else np.zeros(len(p)) for p in (self, other)]))
+        closed = (None if self.eyes_closed is None and other.eyes_closed is None else
+                  self.closed_placement().join(other.closed_placement()))
         return SurfacePoints(np.concatenate([self.triangle, other.triangle]),
-                             np.concatenate([self.barycentric, other.barycentric]), self.names + other.names, spread)
+                             np.concatenate([self.barycentric, other.barycentric]), self.names + other.names, spread,
+                             closed)
+
+    def closed_placement(self) -> "SurfacePoints":
+        """Where the points lie when the eyes are closed (where they are now if no different)."""
+        if self.eyes_closed is not None:
+            return self.eyes_closed
+        return SurfacePoints(self.triangle, self.barycentric, self.names)
 
 
 #: Regions inside the head (behind lids and lips), not its outer skin.

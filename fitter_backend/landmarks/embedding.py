@@ -19,6 +19,12 @@ A model's iris centres (semantic points ``iris_centre_L`` / ``iris_centre_R``) g
 eyeballs' pupils (:func:`place_on_eyeballs`): a clay render shows no iris, and there they turn
 with the eye joints, so the fit follows the actor's gaze.
 
+Some points do not follow the skin they lie on: with the eyes shut, MediaPipe keeps the points
+above the lids where they were while the lid skin slides down under them. Set-up renders the
+head with its eyes closed too and gives each such point a second place, where it lies then
+(``SurfacePoints.eyes_closed``, :func:`place_closed_eyes`); the fitter moves it there as the
+eye closes (fitting/closed_eyes.py).
+
 Each point also records its spread (``SurfacePoints.spread_m``): how far apart the views put it
 on the same head, RMS about their median. A point that wanders (MediaPipe's cheeks and face
 oval slide with pose) is explained by no single place on the surface, and the fitter widens its
@@ -34,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -53,8 +60,17 @@ from fitter_backend.render.head_png import render_clay
 from fitter_backend.render.shading import vertex_normals
 from fitter_backend.video.frames import Frame
 
-EMBEDDING_VERSION = 3
+EMBEDDING_VERSION = 4
 VIEWS_DEG = ((0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (0.0, -12.0), (0.0, 12.0), (-12.0, 8.0), (12.0, -8.0))
+#: The closed-eye renders (:func:`place_closed_eyes`): both lids shut, seen from the front and
+#: from either side (the first three of VIEWS_DEG, so the open head's views compare).
+CLOSED_EYES = ("eyeBlinkLeft", "eyeBlinkRight")
+CLOSED_VIEWS_DEG = VIEWS_DEG[:3]
+#: A point slides where the closing lids move its skin by more than this and the landmark model
+#: puts it this much further from it than on the open head.
+SLIDE_MIN_M = 0.003
+#: ... and moves the point itself by less than this fraction of its skin's way.
+STILL_FRACTION = 0.5
 RENDER_SIZE_PX = 512
 MIN_FACING = 0.35  # cosine between the surface normal and the direction to the camera
 #: The head's iBUG inner-lip points along each contour (subject's right corner to left) and the
@@ -79,15 +95,20 @@ def _cache_path(model: HeadModel, landmarker: Landmarker) -> Path:
     return paths.data_dir() / "embeddings" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray, np.ndarray]:
-    """Rest positions (K views, N, 3) of each predicted point (NaN where it fell off the head)
-    and the facing cosines (K, N) of the surface there (0 off the head)."""
-    vertices = posed_vertices(model)[0]
+def observe_views(model: HeadModel, landmarker: Landmarker, expression: np.ndarray | None = None,
+                  views_deg: tuple[tuple[float, float], ...] = VIEWS_DEG) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each predicted point falls on the head (K views, N points, 3), NaN where it fell off
+    the head: on the rest head (the surface spot it hit, at its neutral place) and on the head as
+    rendered with ``expression`` (E,); and the facing cosines (K, N) of the surface there (0 off
+    the head)."""
+    rest = posed_vertices(model)[0]
+    posed = rest if expression is None else posed_vertices(model, None, expression)[0]
     num = landmarker.metadata.num_landmarks
-    positions = np.full((len(VIEWS_DEG), num, 3), np.nan)
-    facing = np.zeros((len(VIEWS_DEG), num))
-    for k, (yaw, pitch) in enumerate(VIEWS_DEG):
-        image, raster, vertices_cam, _ = render_clay(model, vertices, RENDER_SIZE_PX, yaw, pitch, fov_deg=20.0)
+    on_rest = np.full((len(views_deg), num, 3), np.nan)
+    on_posed = np.full((len(views_deg), num, 3), np.nan)
+    facing = np.zeros((len(views_deg), num))
+    for k, (yaw, pitch) in enumerate(views_deg):
+        image, raster, vertices_cam, _ = render_clay(model, posed, RENDER_SIZE_PX, yaw, pitch, fov_deg=20.0)
         landmarker.reset()
         result = landmarker.process([Frame(0, np.ascontiguousarray(image[..., ::-1]), 0.0, 255)])[0]
         if not result.valid:
@@ -100,19 +121,19 @@ def observe_views(model: HeadModel, landmarker: Landmarker) -> tuple[np.ndarray,
         hit = seen & (triangle >= 0)
         bary = raster.barycentric[rows, cols]
         corners = model.triangles[np.maximum(triangle, 0)]
-        rest = np.einsum("nk,nkc->nc", bary, vertices[corners])
         normals = vertex_normals(vertices_cam, model.triangles)[corners].mean(1)
         centres = np.einsum("nk,nkc->nc", bary, vertices_cam[corners])
         with np.errstate(invalid="ignore", divide="ignore"):  # pixels off the head have no normal
             cosine = np.einsum("nc,nc->n", normals / np.linalg.norm(normals, axis=1, keepdims=True),
                                -centres / np.linalg.norm(centres, axis=1, keepdims=True))
-        positions[k, hit] = rest[hit]
+        on_rest[k, hit] = np.einsum("nk,nkc->nc", bary, rest[corners])[hit]
+        on_posed[k, hit] = np.einsum("nk,nkc->nc", bary, posed[corners])[hit]
         facing[k] = np.where(hit, cosine, 0.0)
-    return positions, facing
+    return on_rest, on_posed, facing
 
 
 def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints:
-    positions, facing = observe_views(model, landmarker)
+    positions, _, facing = observe_views(model, landmarker)
     hit = np.isfinite(positions[..., 0])
     if not hit.any(axis=0).all():
         raise LandmarkModelError(
@@ -126,7 +147,63 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     points, on_eyeballs = place_on_eyeballs(model, points, landmarker.metadata.semantic_points)
     spread = view_spread(positions)
     spread[on_eyeballs] = 0.0  # placed by construction, not by the renders
-    return dataclasses.replace(points, spread_m=spread)
+    points = dataclasses.replace(points, spread_m=spread)
+    return place_closed_eyes(model, landmarker, points, positions, on_eyeballs)
+
+
+def place_closed_eyes(model: HeadModel, landmarker: Landmarker, points: SurfacePoints, neutral_rest: np.ndarray,
+                      fixed: np.ndarray) -> SurfacePoints:
+    """``points`` with ``eyes_closed`` set where the landmark model does not follow the lid skin.
+
+    Rendered with both eyes shut (:data:`CLOSED_EYES`), MediaPipe keeps the points above the lids
+    (its second and third rings round the eye) about where they were, while the head's lid skin
+    slides down under them: 4-7 mm from where their embedding went, against 1-2.5 mm on the open
+    head, and unevenly (the left eye's third ring slides, the right one's does not). A fit then
+    held the lids open to keep those points in place. A point on skin the lids move, which the
+    landmark model moves by less than half as much, and whose closed-eye distance from its embedding exceeds the open head's in the same views by
+    :data:`SLIDE_MIN_M` (in quadrature) gets, as its closed placement, the rest-head spot the
+    closed-eye renders put it on (their median); the fitter moves it there as that eye closes. ``neutral_rest`` (K views, N, 3) are the open head's
+    head-on observations; ``fixed`` points (placed by construction) never slide.
+    """
+    names = model.expression_names
+    if not all(unit in names for unit in CLOSED_EYES):
+        return points
+    expression = np.zeros(len(names))
+    for unit in CLOSED_EYES:
+        expression[names.index(unit)] = 1.0
+    rest_head = posed_vertices(model)[0]
+    closed_head = posed_vertices(model, None, expression)[0]
+    closed_rest, closed_posed, facing = observe_views(model, landmarker, expression, CLOSED_VIEWS_DEG)
+    closed_rest = head_on_positions(closed_rest, facing)
+    closed_posed = np.where(np.isfinite(closed_rest), closed_posed, np.nan)
+
+    def rms_distance(observed: np.ndarray, embedded: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a point no view saw: NaN
+            return np.sqrt(np.nanmean(np.sum((observed - embedded[None]) ** 2, axis=-1), axis=0))
+
+    open_place = surface_points(rest_head[None], model.triangles, points)[0]
+    closed_place = surface_points(closed_head[None], model.triangles, points)[0]
+    open_views = neutral_rest[:len(CLOSED_VIEWS_DEG)]             # the same views, eyes open
+    open_m = rms_distance(open_views, open_place)
+    closed_m = rms_distance(closed_posed, closed_place)
+    # Only where the closing lids move the skin (elsewhere a difference is the views', not the
+    # lids') and the landmark model leaves the point where it was: it marks the lid's edge too,
+    # but follows it (short of the head's closed edge, which is MediaPipe's bias, not a slide).
+    skin_m = np.linalg.norm(closed_place - open_place, axis=1)
+    landmark_m = rms_distance(closed_posed - open_views, np.zeros(3))
+    still = np.nan_to_num(landmark_m, nan=np.inf) < STILL_FRACTION * skin_m
+    slides = (skin_m > SLIDE_MIN_M) & still & (np.nan_to_num(closed_m ** 2 - open_m ** 2, nan=0.0) > SLIDE_MIN_M ** 2)
+    slides[fixed] = False
+    if not slides.any():
+        return points
+    rows = np.flatnonzero(slides)
+    targets = np.nanmedian(closed_rest[:, rows], axis=0)  # each seen in some view (its distance is finite)
+    surface = MeshSurface(rest_head, model.triangles, model.skin[model.triangles].all(axis=1))
+    moved = embed_points(targets, tuple(points.names[k] for k in rows), surface)
+    triangle, barycentric = points.triangle.copy(), points.barycentric.copy()
+    triangle[rows], barycentric[rows] = moved.triangle, moved.barycentric
+    return dataclasses.replace(points, eyes_closed=SurfacePoints(triangle, barycentric, points.names))
 
 
 def place_on_eyeballs(model: HeadModel, points: SurfacePoints, semantic_points: dict[str, int]
@@ -250,16 +327,25 @@ def _read_cache(path: Path, model: HeadModel, landmarker: Landmarker) -> Surface
             "once for this head (in Blender: 'Set up backend' in the add-on preferences)")
     try:
         with np.load(path, allow_pickle=False) as data:
+            names = tuple(str(n) for n in data["names"])
+            closed = (SurfacePoints(np.asarray(data["closed_triangle"], dtype=np.int32),
+                                    np.asarray(data["closed_barycentric"], dtype=np.float32), names)
+                      if "closed_triangle" in data.files else None)
             points = SurfacePoints(np.asarray(data["triangle"], dtype=np.int32),
                                    np.asarray(data["barycentric"], dtype=np.float32),
-                                   tuple(str(n) for n in data["names"]), np.asarray(data["spread_m"], dtype=np.float64))
+                                   names, np.asarray(data["spread_m"], dtype=np.float64), closed)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise LandmarkModelError(f"the landmark embedding {path} is damaged ({type(error).__name__}); "
                                  "run `python -m fitter_backend setup` to compute it again") from None
     count = landmarker.metadata.num_landmarks
-    if (points.triangle.shape != (count,) or points.barycentric.shape != (count, 3) or len(points.names) != count
-            or points.spread_m.shape != (count,) or not np.all(np.isfinite(points.spread_m) & (points.spread_m >= 0))
-            or points.triangle.min(initial=0) < 0 or points.triangle.max(initial=0) >= len(model.triangles)):
+
+    def fits(placed: SurfacePoints) -> bool:
+        return (placed.triangle.shape == (count,) and placed.barycentric.shape == (count, 3)
+                and placed.triangle.min(initial=0) >= 0 and placed.triangle.max(initial=0) < len(model.triangles))
+
+    if (not fits(points) or len(points.names) != count or points.spread_m.shape != (count,)
+            or not np.all(np.isfinite(points.spread_m) & (points.spread_m >= 0))
+            or (points.eyes_closed is not None and not fits(points.eyes_closed))):
         raise LandmarkModelError(f"the landmark embedding {path} does not fit {name!r} on {model.name!r}; "
                                  "run `python -m fitter_backend setup` to compute it again")
     return points
@@ -271,8 +357,10 @@ def _write_cache(path: Path, points: SurfacePoints) -> None:
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     try:
         with open(partial, "wb") as handle:
+            closed = ({} if points.eyes_closed is None else
+                      {"closed_triangle": points.eyes_closed.triangle, "closed_barycentric": points.eyes_closed.barycentric})
             np.savez(handle, triangle=points.triangle, barycentric=points.barycentric, names=np.array(points.names),
-                     spread_m=points.spread_m)
+                     spread_m=points.spread_m, **closed)
             handle.flush()
             os.fsync(handle.fileno())
         partial.replace(path)
@@ -317,7 +405,7 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
             pass  # missing or damaged: compute it now
         if progress:
             progress(f"placing the {landmarker.metadata.name} landmarks on head model {model.name} "
-                     f"({len(VIEWS_DEG)} renders)")
+                     f"({len(VIEWS_DEG) + len(CLOSED_VIEWS_DEG)} renders)")
         points = compute_embedding(model, landmarker)
         _write_cache(path, points)
         return points
