@@ -207,10 +207,14 @@ def test_units_scaled_by_the_identity_chain_into_expression_and_identity_gradien
 
 def test_landmarks_that_hold_still_over_closing_lids_blend_to_their_closed_place_with_exact_gradients():
     """A landmark with a closed-eye place (SurfacePoints.eyes_closed) is its open place at
-    eyeBlink 0, its closed place at 1, and the landmark term's gradient stays exact."""
+    eyeBlink 0, its closed place at 1, and the landmark term's gradient stays exact, with the
+    blink units scaled by the identity as a real head's are."""
     model, landmarks, shot, params = toy_problem()
     model = dataclasses.replace(model, expression_names=("eyeBlinkLeft", "eyeBlinkRight") + model.expression_names[2:])
     rng = np.random.default_rng(5)
+    offset, gain = np.ones(model.num_expression), np.zeros((model.num_expression, model.num_identity))
+    offset[:2], gain[:2] = (0.8, 1.3), rng.normal(size=(2, model.num_identity)) * 0.4
+    model.__dict__["blend_scale_terms"] = (offset, gain)  # blinks scaled by the identity, as on a real head
     moved = np.array([3, 8, 21])
     triangle, barycentric = landmarks.triangle.copy(), landmarks.barycentric.copy()
     triangle[moved] = rng.integers(0, len(model.triangles), len(moved))

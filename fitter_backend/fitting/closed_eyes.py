@@ -54,24 +54,25 @@ def sliding_landmarks(model: HeadModel, landmarks: SurfacePoints) -> SlidingLand
     return SlidingLandmarks(rows, unit, closed.subset([closed.names[k] for k in rows]))
 
 
-def blend(sliding: SlidingLandmarks, landmark_rows: np.ndarray, closed_rows: np.ndarray, expression: np.ndarray,
-          points: np.ndarray, d_frame: np.ndarray | None = None, d_identity: np.ndarray | None = None,
+def blend(sliding: SlidingLandmarks, closed_rows: np.ndarray, expression: np.ndarray, points: np.ndarray,
+          d_frame: np.ndarray | None = None, d_identity: np.ndarray | None = None,
           expression_start: int | None = None) -> None:
-    """In place: the sliding landmarks' rows of the rig's posed ``points`` (n, P, 3) become
-    (1 - w) x_A + w x_B, and with derivatives, those of ``d_frame`` (n, 3, P, p) and
-    ``d_identity`` (n, 3, P, I) the same blend, plus x_B - x_A in each one's blink column
-    (``expression_start`` + unit; none where the expressions are not solved for, None).
-    ``landmark_rows`` / ``closed_rows`` (K,) are the rig rows
-    of A and B; ``expression`` (n, E) the frames' weights."""
+    """In place: the sliding landmarks' rows of the rig's posed ``points`` (n, P, 3) (the
+    landmarks are the rig's first rows) become (1 - w) x_A + w x_B, and with derivatives, those
+    of ``d_frame`` (n, 3, P, p) and ``d_identity`` (n, 3, P, I) the same blend, plus x_B - x_A in
+    each one's blink column (``expression_start`` + unit; None where the expressions are not
+    solved for). ``closed_rows`` (K,) are the rig rows of the closed-eye places B;
+    ``expression`` (n, E) the frames' weights."""
+    rows = sliding.landmark
     weight = np.clip(expression[:, sliding.unit], 0.0, 1.0)                     # (n, K)
-    offset = points[:, closed_rows] - points[:, landmark_rows]                  # (n, K, 3)
-    points[:, landmark_rows] += weight[..., None] * offset
+    offset = points[:, closed_rows] - points[:, rows]                           # (n, K, 3)
+    points[:, rows] += weight[..., None] * offset
     for d in (d_frame, d_identity):
         if d is not None:
             w = weight[:, None, :, None].astype(d.dtype)
-            d[:, :, landmark_rows] += w * (d[:, :, closed_rows] - d[:, :, landmark_rows])
+            d[:, :, rows] += w * (d[:, :, closed_rows] - d[:, :, rows])
     if d_frame is not None and expression_start is not None:
         frames = np.arange(len(expression))[:, None, None]
         coords = np.arange(3)[None, :, None]
-        d_frame[frames, coords, landmark_rows[None, None], (expression_start + sliding.unit)[None, None]] += \
+        d_frame[frames, coords, rows[None, None], (expression_start + sliding.unit)[None, None]] += \
             offset.transpose(0, 2, 1).astype(d_frame.dtype)

@@ -216,7 +216,7 @@ class ShotEnergy:
         points = point_rig.evaluate(self._rig_at(params.identity), params.identity, params.expression,
                                     params.rotations, params.translation_m).points
         if self.sliding is not None:
-            closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression, points)
+            closed_eyes.blend(self.sliding, self.closed_points, params.expression, points)
         points = points[:, self.landmark_points][:, self.temporal_subset]
         return np.stack([project(points, params.cameras, c, derivatives=False).pixels.transpose(0, 2, 1)
                          for c in range(params.cameras.count)], axis=1)
@@ -264,7 +264,7 @@ class ShotEnergy:
                                    params.translation_m[frames])
         if not derivatives:
             if self.sliding is not None:
-                closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression[frames],
+                closed_eyes.blend(self.sliding, self.closed_points, params.expression[frames],
                                   state.points)
             return _Chunk(frames, state.points, None, None, state, None)
         n, num_points = state.points.shape[:2]
@@ -278,7 +278,7 @@ class ShotEnergy:
         if d_identity is not None and with_expression and len(self.scaled_units):
             self._add_scale_derivatives(d_frame, d_identity, params, layout, frames)
         if self.sliding is not None:  # after the scale derivatives, which read the rig's own columns
-            closed_eyes.blend(self.sliding, self.sliding.landmark, self.closed_points, params.expression[frames],
+            closed_eyes.blend(self.sliding, self.closed_points, params.expression[frames],
                               state.points, d_frame, d_identity,
                               layout.expression_slice.start if with_expression else None)
         return _Chunk(frames, state.points, d_frame, d_identity, state, jac)
