@@ -151,6 +151,11 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     return place_closed_eyes(model, landmarker, points, positions, on_eyeballs)
 
 
+def closes_eyes(model: HeadModel) -> bool:
+    """Whether the head has the blink units set-up's closed-eye renders shut its lids with."""
+    return all(unit in model.expression_names for unit in CLOSED_EYES)
+
+
 def place_closed_eyes(model: HeadModel, landmarker: Landmarker, points: SurfacePoints, neutral_rest: np.ndarray,
                       fixed: np.ndarray) -> SurfacePoints:
     """``points`` with ``eyes_closed`` set where the landmark model does not follow the lid skin.
@@ -166,7 +171,7 @@ def place_closed_eyes(model: HeadModel, landmarker: Landmarker, points: SurfaceP
     head-on observations; ``fixed`` points (placed by construction) never slide.
     """
     names = model.expression_names
-    if not all(unit in names for unit in CLOSED_EYES):
+    if not closes_eyes(model):
         return points
     expression = np.zeros(len(names))
     for unit in CLOSED_EYES:
@@ -404,8 +409,8 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
         except LandmarkModelError:
             pass  # missing or damaged: compute it now
         if progress:
-            progress(f"placing the {landmarker.metadata.name} landmarks on head model {model.name} "
-                     f"({len(VIEWS_DEG) + len(CLOSED_VIEWS_DEG)} renders)")
+            renders = len(VIEWS_DEG) + (len(CLOSED_VIEWS_DEG) if closes_eyes(model) else 0)
+            progress(f"placing the {landmarker.metadata.name} landmarks on head model {model.name} ({renders} renders)")
         points = compute_embedding(model, landmarker)
         _write_cache(path, points)
         return points
