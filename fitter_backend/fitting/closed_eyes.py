@@ -18,10 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from fitter_backend.head_models.eyes import BLINK_UNITS, has_blinks
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
-
-#: The blink units a sliding landmark may follow, one per eye.
-BLINK_UNITS = ("eyeBlinkLeft", "eyeBlinkRight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +37,7 @@ def sliding_landmarks(model: HeadModel, landmarks: SurfacePoints) -> SlidingLand
     moves its closed-eye place the most; None when there are none (or the head has no blinks)."""
     closed = landmarks.eyes_closed
     names = model.expression_names
-    if closed is None or not all(unit in names for unit in BLINK_UNITS):
+    if closed is None or not has_blinks(model):
         return None
     moved = (closed.triangle != landmarks.triangle) | np.any(
         np.abs(closed.barycentric - landmarks.barycentric) > 1e-6, axis=1)

@@ -14,6 +14,7 @@ import numpy as np
 from fitter_backend.fitting.cameras import Cameras, focal_from_hfov, project
 from fitter_backend.fitting.problem import Observations, Parameters
 from fitter_backend.head_models import lbs
+from fitter_backend.head_models.eyes import BLINK_UNITS
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 
 FPS = 25.0
@@ -24,7 +25,6 @@ TALKING_CHANNELS = {"jawOpen": 0.5, "mouthClose": 0.15, "mouthFunnel": 0.3, "mou
                     "mouthStretchRight": 0.2, "mouthRollLower": 0.2, "mouthShrugUpper": 0.2,
                     "browInnerUp": 0.3, "browOuterUpLeft": 0.2, "browOuterUpRight": 0.2,
                     "cheekSquintLeft": 0.2, "cheekSquintRight": 0.2}
-BLINK_CHANNELS = ("eyeBlinkLeft", "eyeBlinkRight")
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ def talking_expressions(model: HeadModel, num_frames: int, rng: np.random.Genera
             if name in names:
                 signal = _smooth_noise(rng, num_frames, 1, 1.0, 5.0)[:, 0]
                 expression[:, names.index(name)] = peak * np.clip(signal, 0, None)
-        for name in BLINK_CHANNELS:
+        for name in BLINK_UNITS:
             if name in names:
                 blink = np.zeros(num_frames)
                 for start in rng.choice(num_frames, size=max(1, num_frames // 75), replace=False):

@@ -13,9 +13,16 @@ from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices
 
 
+#: The ARKit units that close each eye's lids (left, right).
+BLINK_UNITS = ("eyeBlinkLeft", "eyeBlinkRight")
 #: The blink units and the iBUG (upper, lower) lid points of each, whose gap it closes.
 BLINK_LIDS = {"eyeBlinkRight": (("ibug_37", "ibug_41"), ("ibug_38", "ibug_40")),
               "eyeBlinkLeft": (("ibug_43", "ibug_47"), ("ibug_44", "ibug_46"))}
+
+
+def has_blinks(model: HeadModel) -> bool:
+    """Whether the head has both eyes' blink units."""
+    return all(unit in model.expression_names for unit in BLINK_UNITS)
 
 
 def blink_closing_scales(model: HeadModel) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ import numpy as np
 
 from fitter_backend import paths
 from fitter_backend.head_models.correspondence import MeshSurface, embed_points
-from fitter_backend.head_models.eyes import eyeball_vertices, pupil_surface_points
+from fitter_backend.head_models.eyes import BLINK_UNITS, eyeball_vertices, has_blinks, pupil_surface_points
 from fitter_backend.head_models.head_model import HeadModel, SurfacePoints
 from fitter_backend.head_models.lbs import posed_vertices, surface_points
 from fitter_backend.head_models.open_head.semantic_points import MOUTH_OPENING
@@ -64,7 +64,6 @@ EMBEDDING_VERSION = 4
 VIEWS_DEG = ((0.0, 0.0), (-25.0, 0.0), (25.0, 0.0), (0.0, -12.0), (0.0, 12.0), (-12.0, 8.0), (12.0, -8.0))
 #: The closed-eye renders (:func:`place_closed_eyes`): both lids shut, seen from the front and
 #: from either side (the first three of VIEWS_DEG, so the open head's views compare).
-CLOSED_EYES = ("eyeBlinkLeft", "eyeBlinkRight")
 CLOSED_VIEWS_DEG = VIEWS_DEG[:3]
 #: A point slides where the closing lids move its skin by more than this and the landmark model
 #: puts it this much further from it than on the open head.
@@ -151,16 +150,11 @@ def compute_embedding(model: HeadModel, landmarker: Landmarker) -> SurfacePoints
     return place_closed_eyes(model, landmarker, points, positions, on_eyeballs)
 
 
-def closes_eyes(model: HeadModel) -> bool:
-    """Whether the head has the blink units set-up's closed-eye renders shut its lids with."""
-    return all(unit in model.expression_names for unit in CLOSED_EYES)
-
-
 def place_closed_eyes(model: HeadModel, landmarker: Landmarker, points: SurfacePoints, neutral_rest: np.ndarray,
                       fixed: np.ndarray) -> SurfacePoints:
     """``points`` with ``eyes_closed`` set where the landmark model does not follow the lid skin.
 
-    Rendered with both eyes shut (:data:`CLOSED_EYES`), MediaPipe keeps the points above the lids
+    Rendered with both eyes shut (the blink units), MediaPipe keeps the points above the lids
     (its second and third rings round the eye) about where they were, while the head's lid skin
     slides down under them: 4-7 mm from where their embedding went, against 1-2.5 mm on the open
     head, and unevenly (the left eye's third ring slides, the right one's does not). A fit then
@@ -171,10 +165,10 @@ def place_closed_eyes(model: HeadModel, landmarker: Landmarker, points: SurfaceP
     head-on observations; ``fixed`` points (placed by construction) never slide.
     """
     names = model.expression_names
-    if not closes_eyes(model):
+    if not has_blinks(model):
         return points
     expression = np.zeros(len(names))
-    for unit in CLOSED_EYES:
+    for unit in BLINK_UNITS:
         expression[names.index(unit)] = 1.0
     rest_head = posed_vertices(model)[0]
     closed_head = posed_vertices(model, None, expression)[0]
@@ -409,7 +403,7 @@ def landmark_embedding(model: HeadModel, landmarker: Landmarker | CombinedLandma
         except LandmarkModelError:
             pass  # missing or damaged: compute it now
         if progress:
-            renders = len(VIEWS_DEG) + (len(CLOSED_VIEWS_DEG) if closes_eyes(model) else 0)
+            renders = len(VIEWS_DEG) + (len(CLOSED_VIEWS_DEG) if has_blinks(model) else 0)
             progress(f"placing the {landmarker.metadata.name} landmarks on head model {model.name} ({renders} renders)")
         points = compute_embedding(model, landmarker)
         _write_cache(path, points)
