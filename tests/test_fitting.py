@@ -574,6 +574,32 @@ def test_the_solve_evaluates_derivatives_only_for_steps_it_takes(toy, monkeypatc
         assert log.energies[-1] == evaluate(energy, fitted, layout, False).energy < log.energies[0]
 
 
+def test_a_stage_ends_after_two_small_decreases_in_a_row_even_when_damped(toy, monkeypatch):
+    """A small decrease right after rejected steps (a heavily damped, short step) does not end a
+    stage, but a second one in a row does: waiting for the damping to fall back to a near
+    Gauss-Newton step crawled on at 1e-6 to 1e-8 a step (wojtek's identity keyframes)."""
+    model, landmarks, shot = toy
+    evaluate = ShotEnergy.evaluate
+    # Relative decreases 0.1; two rejections; 1e-5 (damped); 1.1e-6; then steps it must not take.
+    trials = iter([90.0, 91.0, 91.0, 89.9991, 89.999, 89.9989, 89.9988])
+    accepted = {"energy": 100.0}
+
+    def scripted(self, params, layout, derivatives, *args, **kwargs):
+        out = evaluate(self, params, layout, derivatives, *args, **kwargs)
+        if not derivatives:  # a trial; derivatives are evaluated only where a trial was accepted
+            accepted["energy"] = next(trials)
+        return dataclasses.replace(out, energy=accepted["energy"])
+
+    monkeypatch.setattr(ShotEnergy, "evaluate", scripted)
+    energy = ShotEnergy(model, landmarks, shot.observations, FitSettings())
+    layout = Layout.for_problem(model, shot.cameras)
+    active = sequence.stage_actives(layout, shot.cameras)[1][1]
+    log = solver.SolveLog()
+    solver.levenberg_marquardt(energy, shot.truth.copy(), layout, active, 20, 1e-4, log)
+    assert (log.accepted, log.rejected) == (3, 2)
+    assert log.energies == [100.0, 90.0, 89.9991, 89.999]
+
+
 def test_per_frame_copies_of_an_energy_share_the_identitys_scaled_rig(open_head):
     """Real time restricts the energy to each frame in turn: the rig with the blink units scaled
     to the identity is built once for all of them, not once a frame."""

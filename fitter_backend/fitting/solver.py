@@ -56,6 +56,7 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
     if not log.energies:
         log.energies.append(current.energy)
     damping = INITIAL_DAMPING
+    previous_small = False
     for step in range(iterations):
         fixed = layout.fixed_columns(params, current.equations.frame_gradient)
         while True:
@@ -86,9 +87,12 @@ def levenberg_marquardt(energy: ShotEnergy, params: Parameters, layout: Layout, 
         log.accepted += 1
         if log.on_step:
             log.on_step(step + 1)
-        # A small decrease ends the stage only after a near Gauss-Newton step: a heavily
-        # damped step after rejections is short by design, not a sign of convergence.
-        converged = decrease < relative_tolerance and damping <= INITIAL_DAMPING
+        # A small decrease ends the stage after a near Gauss-Newton step, or after two in a row:
+        # one heavily damped step after rejections is short by design, not a sign of convergence,
+        # but waiting for the damping to fall back crawled on at 1e-6 to 1e-8 a step.
+        small = decrease < relative_tolerance
+        converged = small and (damping <= INITIAL_DAMPING or previous_small)
+        previous_small = small
         if converged or step == iterations - 1:
             break   # no derivatives for a step that will not be taken (a fifth of real time's)
         damping = max(damping / 3.0, 1e-12)
