@@ -30,8 +30,9 @@ CALIBRATION_SAMPLE = 24     # frames used to fit identity and cameras
 # the head's turns, at the same cost (rendered held-out clips: focal -14.6 -> -9.0 %, depth
 # -21.1 -> -15.4 %, left blink recall 0.81 -> 0.88; docs/landmark_models.md, section 3b, stop 30).
 CALIBRATION_FRAMES = 60
-# LM iterations per frame. Warm-started from the last frame, the steps lower a frame's energy by
-# a median 0.5 %, 0.03 % and 0.001 %: a fourth cost a fifth of the time for nothing one can see
+# LM iterations per frame. Warm-started from the last frame, the second, third and fourth steps
+# lowered a frame's energy by a median 0.5 %, 0.03 % and 0.001 %: the fourth cost a fifth of the
+# time for nothing one can see
 # (docs/benchmark_fit.md, stop 33: open head 4.97 / 5.65 -> 4.37 / 4.63 ms a tracked frame,
 # vertex error 0.3862 -> 0.3864 mm; rendered and real capture figures within 0.012).
 FRAME_ITERATIONS = 3
